@@ -1,0 +1,53 @@
+# ccdflow: `make demo` and `make test` work on a fresh machine with only Python 3.11
+# and pip: uv is bootstrapped from PyPI into .tools/ when it is not on PATH, then the
+# environment is installed exactly as locked in uv.lock.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+export UV_PYTHON_DOWNLOADS := never
+export UV_NO_PROGRESS := 1
+PYTHON ?= python3
+UV ?= $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
+RUN := $(UV) run --frozen --no-sync
+
+.PHONY: help sync demo test lint typecheck pytest bench tools clean
+
+help:
+	@echo "make demo   - run a short sequence on the simulated instrument (files in ./data)"
+	@echo "make test   - lint, type-check and run the whole test suite"
+	@echo "make bench  - time the stages of one exposure (table + bench/results/*.json)"
+	@echo "make tools  - (root) install fitsverify and h5dump, used by tests when present"
+
+.tools/bin/uv:
+	$(PYTHON) -m venv .tools
+	.tools/bin/python -m pip install --quiet --disable-pip-version-check "uv>=0.9,<1"
+
+.venv/.synced: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen
+	@touch $@
+
+sync: .venv/.synced
+
+demo: sync
+	$(RUN) ccdflow demo
+
+lint: sync
+	$(RUN) ruff check .
+	$(RUN) ruff format --check .
+
+typecheck: sync
+	$(RUN) mypy
+
+pytest: sync
+	$(RUN) pytest
+
+test: lint typecheck pytest
+
+bench: sync
+	$(RUN) python -m bench.stages
+
+tools:
+	apt-get update -qq && apt-get install -y -qq fitsverify hdf5-tools
+
+clean:
+	rm -rf .venv .tools state data bench/results .pytest_cache .mypy_cache .ruff_cache

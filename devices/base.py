@@ -1,0 +1,48 @@
+"""Interfaces every device adapter implements, and the errors they raise.
+
+Tasks depend on these protocols, not on a vendor's classes, so that a simulator, a
+different controller or a test double with real behaviour can stand in for hardware.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+
+class DeviceError(Exception):
+    """Base class of every error a device adapter raises."""
+
+
+class DeviceTimeoutError(DeviceError, TimeoutError):
+    """A device did not answer within the time the caller allowed."""
+
+
+class DeviceConnectionError(DeviceError, ConnectionError):
+    """The connection to a device could not be made or was lost."""
+
+
+class DeviceStateError(DeviceError):
+    """The device is in a state that forbids the requested operation (power, busy)."""
+
+
+@runtime_checkable
+class CCDController(Protocol):
+    """What a task may ask of a CCD controller: one exposure's life cycle."""
+
+    async def flush(self, count: int = 1) -> None:
+        """Clear the CCDs ``count`` times and return when done."""
+
+    async def expose(self, exptime: float, *, open_shutter: bool) -> None:
+        """Integrate for ``exptime`` seconds; the shutter is closed when this returns."""
+
+    async def readout(self) -> int:
+        """Read the CCDs into a frame buffer; return the buffer number when complete."""
+
+    async def fetch(self, buffer: int) -> npt.NDArray[np.uint16] | npt.NDArray[np.uint32]:
+        """Transfer one complete frame buffer into a 2-D array."""
+
+    async def abort(self) -> None:
+        """End any integration now and close the shutter."""

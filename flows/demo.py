@@ -1,0 +1,120 @@
+"""``ccdflow demo``: a real short sequence on the simulated instrument.
+
+One simulator process per controller of the instrument config (each on a free
+127.0.0.1 port, found by the simulator itself and read from its first output line),
+then the run-sequence flow on embedded Prefect, a checksum check of every file, a
+summary table, and the simulators stopped whatever happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from rich.console import Console
+
+from flows.exposure import run_sequence
+from flows.summary import print_sequence_summary
+from schemas.errors import ConfigError
+from schemas.exposure import ExposureSpec, ImageType, SequenceSpec
+from schemas.instrument import InstrumentConfig, load_instrument
+from tasks.verify import verify_fits_checksums
+
+LISTENING = re.compile(rb"listening on 127\.0\.0\.1:(\d+)")
+SIM_START_TIMEOUT = 60.0
+
+DEMO_SEQUENCE = SequenceSpec(
+    name="demo",
+    exposures=[
+        ExposureSpec(image_type=ImageType.BIAS, count=2),
+        ExposureSpec(image_type=ImageType.DARK, exptime=1.0),
+        ExposureSpec(image_type=ImageType.FLAT, exptime=0.5),
+        ExposureSpec(image_type=ImageType.OBJECT, exptime=2.0, object_name="demo field"),
+    ],
+)
+
+
+async def _start_simulator(acf: Path) -> tuple[asyncio.subprocess.Process, int]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "flows.cli",
+        "sim",
+        "--port",
+        "0",
+        "--acf",
+        str(acf),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    assert process.stdout is not None
+    seen = b""
+    try:
+        async with asyncio.timeout(SIM_START_TIMEOUT):
+            while True:
+                line = await process.stdout.readline()
+                if not line:
+                    raise RuntimeError(f"simulator exited before listening: {seen.decode()}")
+                seen += line
+                match = LISTENING.search(line)
+                if match:
+                    return process, int(match.group(1))
+    except BaseException:
+        await _stop(process)
+        raise
+
+
+async def _stop(process: asyncio.subprocess.Process) -> None:
+    if process.returncode is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            await asyncio.wait_for(process.wait(), 10)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+
+
+@contextlib.asynccontextmanager
+async def simulated_instrument(config: InstrumentConfig) -> AsyncIterator[InstrumentConfig]:
+    """Start one simulator per controller; yield the config pointed at them."""
+    processes: list[asyncio.subprocess.Process] = []
+    try:
+        data = config.model_dump()
+        for controller in data["controllers"]:
+            process, port = await _start_simulator(Path(controller["acf"]))
+            processes.append(process)
+            controller["host"], controller["port"] = "127.0.0.1", port
+        yield InstrumentConfig.model_validate(data)
+    finally:
+        for process in processes:
+            await _stop(process)
+
+
+async def run_demo(instrument_path: Path, data_root: Path, prefect_home: Path) -> int:
+    """Run the demo; return the process exit code."""
+    console = Console()
+    try:
+        config = load_instrument(instrument_path).with_overrides(data_root=data_root)
+    except ConfigError as exc:
+        console.print(f"[red]{exc}[/red]")
+        return 2
+    async with simulated_instrument(config) as live:
+        ports = ", ".join(f"{c.name} on 127.0.0.1:{c.port}" for c in live.controllers)
+        console.print(f"simulated Archon controllers: {ports}")
+        result = await run_sequence(DEMO_SEQUENCE, live)
+    files = [record.path for exposure in result.exposures for record in exposure.files]
+    for path in files:
+        verify_fits_checksums(path)
+    print_sequence_summary(result, console)
+    console.print(f"CHECKSUM/DATASUM verified with astropy for all {len(files)} files.")
+    console.print(
+        f"Run history: flow run {result.flow_run_id} in the Prefect database under "
+        f"{prefect_home}.\n  Browse it: PREFECT_HOME={prefect_home} uv run prefect server "
+        "start --host 127.0.0.1, then open http://127.0.0.1:4200/runs"
+    )
+    return 0

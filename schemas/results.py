@@ -1,0 +1,45 @@
+"""What a flow returns: files written, checksums, and how long each stage took."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.exposure import ImageType
+
+
+class FileRecord(BaseModel):
+    """One file on disk with the digest computed while it was written."""
+
+    model_config = ConfigDict(frozen=True)
+
+    path: Path
+    ccd: str
+    sha256: str
+    nbytes: int
+
+
+class ExposureResult(BaseModel):
+    """One exposure: its number, what it was, its files and per-stage seconds."""
+
+    model_config = ConfigDict(frozen=True)
+
+    expnum: int
+    image_type: ImageType
+    exptime: float
+    date_obs: datetime
+    files: list[FileRecord]
+    timings: dict[str, float] = Field(description="seconds per stage, in stage order")
+
+
+class SequenceResult(BaseModel):
+    """A finished sequence, with the Prefect flow-run id to find it in the history."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    flow_run_id: str | None
+    exposures: list[ExposureResult]
+    elapsed_s: float
