@@ -35,8 +35,11 @@ class CCDController(Protocol):
     async def flush(self, count: int = 1) -> None:
         """Clear the CCDs ``count`` times and return when done."""
 
-    async def expose(self, exptime: float, *, open_shutter: bool) -> None:
-        """Integrate for ``exptime`` seconds; the shutter is closed when this returns."""
+    async def expose(self, exptime: float, *, open_shutter: bool) -> float:
+        """Integrate for ``exptime`` seconds; return the monotonic start time.
+
+        The shutter is closed when this returns or raises.
+        """
 
     async def readout(self) -> int:
         """Read the CCDs into a frame buffer; return the buffer number when complete."""

@@ -70,19 +70,23 @@ async def take_frame(
 
     await clock.run(
         "flush",
-        lambda: asyncio.gather(*(flush(c, s.plan.config.flush_count) for c, s in zip(controllers, sessions, strict=True))),
+        lambda: asyncio.gather(
+            *(
+                flush(c, s.plan.config.flush_count)
+                for c, s in zip(controllers, sessions, strict=True)
+            )
+        ),
     )
     integration_start = time.monotonic()
     starts = await clock.run(
         "expose",
-        lambda: asyncio.gather(
-            *(expose(c, spec.exptime, spec.opens_shutter) for c in controllers)
-        ),
+        lambda: asyncio.gather(*(expose(c, spec.exptime, spec.opens_shutter) for c in controllers)),
     )
     darktime = time.monotonic() - integration_start
     buffers = await clock.run("readout", lambda: asyncio.gather(*(readout(c) for c in controllers)))
     frames = await clock.run(
-        "fetch", lambda: asyncio.gather(*(fetch(c, b) for c, b in zip(controllers, buffers, strict=True)))
+        "fetch",
+        lambda: asyncio.gather(*(fetch(c, b) for c, b in zip(controllers, buffers, strict=True))),
     )
     images = await clock.run(
         "post_process",
@@ -90,7 +94,6 @@ async def take_frame(
             *(post_process(f, s.plan) for f, s in zip(frames, sessions, strict=True))
         ),
     )
-    del frames
     run_id = _current_flow_run_id()
     date_obs = min(starts)
 
@@ -157,7 +160,12 @@ async def run_sequence(sequence: SequenceSpec, instrument: InstrumentConfig) -> 
         for spec in sequence.exposures:
             for _ in range(spec.count):
                 results.append(await take_frame(sessions, spec, instrument))
-                logger.info("sequence %s: %d of %d frames done", sequence.name, len(results), sequence.total_frames)
+                logger.info(
+                    "sequence %s: %d of %d frames done",
+                    sequence.name,
+                    len(results),
+                    sequence.total_frames,
+                )
     return SequenceResult(
         name=sequence.name,
         flow_run_id=_current_flow_run_id(),

@@ -2,29 +2,42 @@
 
 from __future__ import annotations
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
 from schemas.results import SequenceResult
 
-STAGE_COLUMNS = ("flush", "expose", "readout", "fetch", "post_process", "write")
+STAGE_COLUMNS = {
+    "flush": "flush",
+    "expose": "expose",
+    "readout": "readout",
+    "fetch": "fetch",
+    "post_process": "post",
+    "write": "write",
+}
+"""Stage name -> column heading (short, so the table fits an 80-column terminal)."""
 
 
 def sequence_table(result: SequenceResult) -> Table:
-    table = Table(title=f"sequence {result.name}: {len(result.exposures)} exposures")
-    table.add_column("exp #", justify="right")
-    table.add_column("type")
-    table.add_column("exptime s", justify="right")
-    table.add_column("files")
-    for stage in STAGE_COLUMNS:
-        table.add_column(f"{stage} s", justify="right")
-    table.add_column("total s", justify="right")
+    table = Table(
+        title=f"sequence {result.name}: {len(result.exposures)} exposures (seconds per stage)",
+        box=box.SIMPLE_HEAD,
+        padding=(0, 1),
+        pad_edge=False,
+        collapse_padding=True,
+    )
+    table.add_column("exp", justify="right", no_wrap=True, min_width=3)
+    table.add_column("type", no_wrap=True, min_width=6)
+    table.add_column("exptime", justify="right", no_wrap=True, min_width=7)
+    for heading in STAGE_COLUMNS.values():
+        table.add_column(heading, justify="right", no_wrap=True, min_width=len(heading))
+    table.add_column("total", justify="right", no_wrap=True, min_width=5)
     for exposure in result.exposures:
         table.add_row(
-            f"{exposure.expnum:08d}",
+            str(exposure.expnum),
             exposure.image_type.value,
             f"{exposure.exptime:.2f}",
-            "\n".join(record.path.name for record in exposure.files),
             *(f"{exposure.timings.get(stage, 0.0):.3f}" for stage in STAGE_COLUMNS),
             f"{sum(exposure.timings.values()):.3f}",
         )
@@ -36,4 +49,10 @@ def print_sequence_summary(result: SequenceResult, console: Console | None = Non
     console.print(sequence_table(result))
     folders = sorted({str(r.path.parent) for e in result.exposures for r in e.files})
     n_files = sum(len(e.files) for e in result.exposures)
-    console.print(f"{n_files} files in {', '.join(folders)}; sequence took {result.elapsed_s:.1f} s")
+    console.print(
+        f"{n_files} FITS files in {', '.join(folders)}; sequence took {result.elapsed_s:.1f} s"
+    )
+    if result.exposures:
+        first = result.exposures[0]
+        ccds = ", ".join(record.ccd for record in first.files)
+        console.print(f"  one file per CCD ({ccds}), e.g. {first.files[0].path.name}")

@@ -62,7 +62,9 @@ class CcdImage:
     stats: dict[str, float]
 
 
-def _amp_boxes(amp: AmplifierRegion, pixels: int, overscan: int, lines: int) -> tuple[Box, Box | None]:
+def _amp_boxes(
+    amp: AmplifierRegion, pixels: int, overscan: int, lines: int
+) -> tuple[Box, Box | None]:
     """Data and overscan rectangles of one amplifier in the assembled CCD image."""
     height = amp.ccd_rows.stop - amp.ccd_rows.start
     width = amp.ccd_cols.stop - amp.ccd_cols.start

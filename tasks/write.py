@@ -147,7 +147,9 @@ async def write(
     records = []
     for image, ccd in zip(images, ccds, strict=True):
         path = exposure_path(instrument, night, ccd.name, facts.expnum)
-        records.append(await asyncio.to_thread(_write_or_reuse, image, ccd, facts, instrument, path))
+        records.append(
+            await asyncio.to_thread(_write_or_reuse, image, ccd, facts, instrument, path)
+        )
     return records
 
 
@@ -160,6 +162,8 @@ def _write_or_reuse(
             header = existing[0].header
             if header.get("EXPNUM") == facts.expnum and header.get("CCDNAME") == ccd.name:
                 digest = hashlib.sha256(path.read_bytes()).hexdigest()
-                return FileRecord(path=path, ccd=ccd.name, sha256=digest, nbytes=path.stat().st_size)
+                return FileRecord(
+                    path=path, ccd=ccd.name, sha256=digest, nbytes=path.stat().st_size
+                )
         raise FileExistsError(f"refusing to overwrite {path}")
     return write_ccd(image, ccd, facts, instrument, path)

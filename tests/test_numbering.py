@@ -36,7 +36,9 @@ def _take_many(state: str, count: int, queue: multiprocessing.Queue[int]) -> Non
 def test_concurrent_processes_never_share_a_number(tmp_path: Path) -> None:
     context = multiprocessing.get_context("fork")
     queue: multiprocessing.Queue[int] = context.Queue()
-    workers = [context.Process(target=_take_many, args=(str(tmp_path), 25, queue)) for _ in range(4)]
+    workers = [
+        context.Process(target=_take_many, args=(str(tmp_path), 25, queue)) for _ in range(4)
+    ]
     for worker in workers:
         worker.start()
     numbers = [queue.get(timeout=30) for _ in range(100)]

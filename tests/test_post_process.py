@@ -41,8 +41,10 @@ def test_overscan_is_subtracted_per_amplifier_and_recorded() -> None:
 def test_sections_describe_the_written_image() -> None:
     plan = plan_instrument(load_instrument(SIM_YAML))[0]
     image = process_buffer(_buffer_with_levels([1000] * 4), plan)[0]
-    assert image.datasec is not None and image.datasec.fits() == "[1:512,1:1024]"
-    assert image.biassec is not None and image.biassec.fits() == "[513:544,1:1024]"
+    assert image.datasec is not None
+    assert image.datasec.fits() == "[1:512,1:1024]"
+    assert image.biassec is not None
+    assert image.biassec.fits() == "[513:544,1:1024]"
     assert [a.data.fits() for a in image.amplifiers] == ["[1:512,1:512]", "[1:512,513:1024]"]
 
 
@@ -62,6 +64,7 @@ def test_lvm_geometry_flips_right_amplifiers_and_has_no_single_datasec() -> None
     assert image.data.shape == (4080, 4120)
     right_bottom = next(a for a in image.amplifiers if a.data.c0 > 0 and a.data.r0 == 0)
     # A right-hand amplifier's overscan ends up next to the CCD's middle, left of its data.
-    assert right_bottom.bias is not None and right_bottom.bias.c1 == right_bottom.data.c0
+    assert right_bottom.bias is not None
+    assert right_bottom.bias.c1 == right_bottom.data.c0
     assert image.datasec is None  # data of the four quadrants are not one rectangle
     assert np.allclose(image.data, 0.0)

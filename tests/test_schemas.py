@@ -89,7 +89,8 @@ controllers:
 def test_missing_acf_is_named(tmp_path: Path) -> None:
     bad = tmp_path / "inst.yaml"
     bad.write_text(
-        "name: x\ncontrollers:\n  - {name: c, acf: nowhere.acf, ccds: [{name: r, gain: 1, read_noise: 1}]}\n"
+        "name: x\ncontrollers:\n"
+        "  - {name: c, acf: nowhere.acf, ccds: [{name: r, gain: 1, read_noise: 1}]}\n"
     )
     with pytest.raises(ConfigError, match=r"controllers\.0\.acf: file not found"):
         load_instrument(bad)

@@ -10,8 +10,8 @@ import pytest
 from astropy.io import fits
 
 from schemas.instrument import InstrumentConfig, load_instrument
-from tasks.post_process import process_buffer
 from tasks.instrument import plan_instrument
+from tasks.post_process import process_buffer
 from tasks.verify import ChecksumError, verify_fits_checksums
 from tasks.write import ExposureFacts, exposure_path, write_ccd
 
@@ -53,8 +53,20 @@ def test_written_file_has_the_headers_and_valid_checksums(instrument: Instrument
     verify_fits_checksums(path)
     header = fits.getheader(path)
     for key in (
-        "DATE-OBS", "MJD-OBS", "EXPTIME", "DARKTIME", "IMAGETYP", "CCDNAME", "GAIN",
-        "RDNOISE", "DATASEC", "BIASSEC", "EXPNUM", "INSTRUME", "CHECKSUM", "DATASUM",
+        "DATE-OBS",
+        "MJD-OBS",
+        "EXPTIME",
+        "DARKTIME",
+        "IMAGETYP",
+        "CCDNAME",
+        "GAIN",
+        "RDNOISE",
+        "DATASEC",
+        "BIASSEC",
+        "EXPNUM",
+        "INSTRUME",
+        "CHECKSUM",
+        "DATASUM",
     ):
         assert key in header, key
     assert header["DATE-OBS"] == "2026-11-21T03:04:05.123"

@@ -209,12 +209,12 @@ class ArchonClient:
                     self._late_ids.discard(reply.command_id)
                     self._free_ids.insert(0, reply.command_id)
                     continue
-                exc = ArchonProtocolError(
+                stray = ArchonProtocolError(
                     f"reply for command id {reply.command_id:02X} that nobody sent",
                     reply.raw if isinstance(reply, TextReply) else b"",
                 )
-                self._fault = exc
-                self._fail_all(exc)
+                self._fault = stray
+                self._fail_all(stray)
                 if self._transport is not None:
                     self._transport.close()
                 return

@@ -251,7 +251,7 @@ class ArchonController:
                 continue
             dtype = np.dtype("<u2") if info.bytes_per_pixel == 2 else np.dtype("<u4")
             pixels = raw[: info.nbytes].view(dtype).reshape(info.height, info.width)
-            return pixels  # type: ignore[return-value]
+            return pixels
         assert last_error is not None
         raise last_error
 

@@ -29,6 +29,9 @@ BLOCK_RECORD = BLOCK_PAYLOAD + 4
 MAX_COMMAND_ID = 0xFE
 """Ids run 00..FE; FF is never handed out."""
 
+_OK, _FAIL, _COLON = ord("<"), ord("?"), ord(":")
+_LEADS = (_OK, _FAIL)
+
 MAX_LINE = 65536
 """A text reply longer than this is a framing error, not something to buffer forever."""
 
@@ -127,20 +130,20 @@ class ReplyParser:
             reply = self._next_reply()
             if reply is None:
                 break
-            if reply is not _PROGRESS:
+            if not isinstance(reply, _Progress):
                 replies.append(reply)
         return replies
 
     def _next_reply(self) -> Reply | _Progress | None:
         buf = self._buffer
         if len(buf) < 4:
-            if buf and buf[:1] not in (b"<", b"?"):
+            if buf and buf[0] not in _LEADS:
                 self._raise_garbage()
             return None
-        lead = buf[0:1]
-        if lead not in (b"<", b"?"):
+        lead = buf[0]
+        if lead not in _LEADS:
             self._raise_garbage()
-        if lead == b"<" and buf[3:4] == b":":
+        if lead == _OK and buf[3] == _COLON:
             return self._take_blocks()
         newline = buf.find(b"\n")
         if newline < 0:
@@ -152,7 +155,7 @@ class ReplyParser:
         raw = bytes(buf[: newline + 1])
         del buf[: newline + 1]
         command_id = _parse_id(raw)
-        if lead == b"?":
+        if lead != _OK:
             if len(raw) != 4:
                 raise ArchonProtocolError("failure reply with a payload", raw)
             return TextReply(command_id, ok=False, payload="", raw=raw)

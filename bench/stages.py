@@ -1,0 +1,169 @@
+"""Time the stages of one exposure: through the Prefect flow, and bare (no Prefect).
+
+Both paths drive the same simulator process over TCP on 127.0.0.1 in the same run, so
+the difference is what the flow machinery costs. Reported as medians over several
+bias frames (machines here are noisy); a table on stdout and JSON in bench/results/.
+
+    make bench            # or: uv run python -m bench.stages --frames 7
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import statistics
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from tempfile import TemporaryDirectory
+
+from flows.settings import configure_prefect
+
+RESULTS = Path(__file__).resolve().parent / "results"
+STAGES = ("flush", "expose", "readout", "fetch", "post_process", "write")
+
+
+async def _bare_frames(instrument: object, frames: int, data_root: Path) -> list[dict[str, float]]:
+    """The same six stages called directly on the adapter and the pure functions."""
+    from schemas.instrument import InstrumentConfig
+    from tasks.instrument import open_instrument, plan_instrument
+    from tasks.post_process import process_buffer
+    from tasks.write import ExposureFacts, exposure_path, write_ccd
+
+    assert isinstance(instrument, InstrumentConfig)
+    plans = plan_instrument(instrument)
+    timings: list[dict[str, float]] = []
+    async with open_instrument(plans) as sessions:
+        session = sessions[0]
+        ctrl = session.controller
+        for n in range(frames):
+            t: dict[str, float] = {}
+            start = time.perf_counter()
+            await ctrl.flush(session.plan.config.flush_count)
+            t["flush"] = time.perf_counter() - start
+            start = time.perf_counter()
+            await ctrl.expose(0.0, open_shutter=False)
+            t["expose"] = time.perf_counter() - start
+            start = time.perf_counter()
+            buffer = await ctrl.readout()
+            t["readout"] = time.perf_counter() - start
+            start = time.perf_counter()
+            pixels = await ctrl.fetch(buffer)
+            t["fetch"] = time.perf_counter() - start
+            start = time.perf_counter()
+            images = await asyncio.to_thread(process_buffer, pixels, session.plan)
+            t["post_process"] = time.perf_counter() - start
+            start = time.perf_counter()
+            facts = ExposureFacts(
+                expnum=n + 1,
+                image_type="bias",
+                exptime=0.0,
+                darktime=0.0,
+                date_obs=datetime.now(UTC),
+                object_name=None,
+                controller=session.plan.config.name,
+                buffer=buffer,
+                flow_run_id=None,
+            )
+            for image, ccd in zip(images, session.plan.config.ccds, strict=True):
+                path = exposure_path(instrument, "bare", ccd.name, n + 1)
+                await asyncio.to_thread(write_ccd, image, ccd, facts, instrument, path)
+            t["write"] = time.perf_counter() - start
+            timings.append(t)
+    return timings
+
+
+async def run(frames: int) -> dict[str, object]:
+    from flows.demo import simulated_instrument
+    from flows.exposure import run_sequence
+    from schemas.exposure import ExposureSpec, SequenceSpec
+    from schemas.instrument import load_instrument
+
+    with TemporaryDirectory(prefix="ccdflow-bench-") as tmp:
+        config = load_instrument("deploy/instruments/sim.yaml").with_overrides(data_root=Path(tmp))
+        async with simulated_instrument(config) as live:
+            # One warm-up flow so the embedded API start-up is not in the figures.
+            await run_sequence(
+                SequenceSpec(name="warmup", exposures=[ExposureSpec(image_type="bias")]), live
+            )
+            start = time.perf_counter()
+            result = await run_sequence(
+                SequenceSpec(
+                    name="bench", exposures=[ExposureSpec(image_type="bias", count=frames)]
+                ),
+                live,
+            )
+            flow_wall = (time.perf_counter() - start) / frames
+            start = time.perf_counter()
+            bare = await _bare_frames(live, frames, Path(tmp))
+            bare_wall = (time.perf_counter() - start) / frames
+        nbytes = 0
+        acf_shape: tuple[int, int] | None = None
+        from devices.archon.acf import load_acf
+
+        acf = load_acf(live.controllers[0].acf)
+        acf_shape = acf.buffer_shape
+        nbytes = acf.buffer_shape[0] * acf.buffer_shape[1] * acf.bytes_per_pixel
+
+    flow_medians = {s: statistics.median(e.timings[s] for e in result.exposures) for s in STAGES}
+    bare_medians = {s: statistics.median(t[s] for t in bare) for s in STAGES}
+    return {
+        "benchmark": "stages",
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {"python": platform.python_version(), "cpus": __import__("os").cpu_count()},
+        "frames": frames,
+        "buffer_shape": acf_shape,
+        "buffer_mb": round(nbytes / 1e6, 2),
+        "median_s": {"flow": flow_medians, "bare": bare_medians},
+        "per_frame_wall_s": {"flow": round(flow_wall, 4), "bare": round(bare_wall, 4)},
+        "flow_over_bare": round(flow_wall / bare_wall, 3),
+        "fetch_mb_per_s_bare": round(nbytes / 1e6 / bare_medians["fetch"], 1),
+    }
+
+
+def print_table(report: dict[str, object]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    medians = report["median_s"]
+    assert isinstance(medians, dict)
+    table = Table(
+        title=f"one bias exposure, {report['buffer_mb']} MB buffer, medians of {report['frames']}"
+    )
+    table.add_column("stage")
+    table.add_column("flow (Prefect) s", justify="right")
+    table.add_column("bare adapter s", justify="right")
+    table.add_column("flow / bare", justify="right")
+    for stage in STAGES:
+        flow_s, bare_s = medians["flow"][stage], medians["bare"][stage]
+        table.add_row(stage, f"{flow_s:.4f}", f"{bare_s:.4f}", f"{flow_s / bare_s:.2f}")
+    walls = report["per_frame_wall_s"]
+    assert isinstance(walls, dict)
+    table.add_row(
+        "frame wall time",
+        f"{walls['flow']:.4f}",
+        f"{walls['bare']:.4f}",
+        f"{report['flow_over_bare']:.2f}",
+    )
+    console = Console()
+    console.print(table)
+    console.print(f"bare fetch throughput: {report['fetch_mb_per_s_bare']} MB/s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=7)
+    args = parser.parse_args()
+    configure_prefect()
+    report = asyncio.run(run(args.frames))
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / "stages.json"
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print_table(report)
+    print(f"JSON: {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,156 @@
+"""Flows end to end: simulator on 127.0.0.1, real Prefect (test harness), FITS on disk."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from devices.archon.sensor import SensorModel
+from devices.archon.simulator import ArchonSimulator
+from flows.exposure import run_sequence, take_exposure
+from schemas.errors import ConfigError
+from schemas.exposure import ExposureSpec, SequenceSpec
+from schemas.instrument import InstrumentConfig
+from tasks.verify import verify_fits_checksums
+
+from .fitscheck import assert_fitsverify_clean
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
+
+MODEL = SensorModel()
+SEQUENCE = SequenceSpec(
+    name="physics",
+    exposures=[
+        ExposureSpec(image_type="bias"),
+        ExposureSpec(image_type="dark", exptime=0.5),
+        ExposureSpec(image_type="dark", exptime=4.0),
+        ExposureSpec(image_type="flat", exptime=0.5),
+    ],
+)
+
+
+def _data(path: Path) -> tuple[np.ndarray, fits.Header]:
+    with fits.open(path) as hdul:
+        header = hdul[0].header
+        x0, x1 = 1, 512  # DATASEC [1:512,1:1024], checked below
+        assert header["DATASEC"] == f"[{x0}:{x1},1:1024]"
+        return np.asarray(hdul[0].data[:, :512], dtype=np.float64), header
+
+
+async def test_a_sequence_writes_physically_right_frames(
+    sim_instrument: InstrumentConfig, archon_sim: ArchonSimulator
+) -> None:
+    result = await run_sequence(SEQUENCE, sim_instrument)
+    assert [e.expnum for e in result.exposures] == [1, 2, 3, 4]
+    assert result.flow_run_id
+    paths = {(e.image_type.value, e.exptime): [f.path for f in e.files] for e in result.exposures}
+    for exposure in result.exposures:
+        assert [f.ccd for f in exposure.files] == ["r1", "b1"]
+        assert list(exposure.timings) == [
+            "flush",
+            "expose",
+            "readout",
+            "fetch",
+            "post_process",
+            "write",
+        ]
+        for record in exposure.files:
+            assert record.path.is_file()
+            verify_fits_checksums(record.path)
+
+    # Bias: overscan-subtracted data sit at 0 within the read noise; the subtracted
+    # level is the simulator's bias level of each amplifier.
+    bias, header = _data(paths[("bias", 0.0)][0])
+    assert abs(np.median(bias)) < 0.5
+    assert abs(bias.std() - MODEL.read_noise) < 0.6
+    assert abs(header["OVRSCNA"] - MODEL.bias_level(0)) < 1.0
+    assert abs(header["OVRSCNB"] - MODEL.bias_level(2)) < 1.0
+    assert header["EXPTIME"] == 0.0
+    assert header["IMAGETYP"] == "bias"
+
+    # Darks: no light; the dark signal grows with the dark time as the model says.
+    short, short_header = _data(paths[("dark", 0.5)][0])
+    long, long_header = _data(paths[("dark", 4.0)][0])
+    rate = MODEL.dark_current / MODEL.gain  # ADU per second
+    grown = np.median(long) - np.median(short)
+    expected = (long_header["DARKTIME"] - short_header["DARKTIME"]) * rate
+    assert grown > 3.0
+    assert abs(grown - expected) < 0.25 * expected + 0.5
+    assert np.median(long) < 20.0, "a dark frame must carry no light"
+
+    # Flat: flux only while the shutter was open.
+    flat, _ = _data(paths[("flat", 0.5)][0])
+    assert np.median(flat) > 0.8 * MODEL.illumination * 0.5 / MODEL.gain
+    assert len(archon_sim.shutter_log) == 1
+    assert not archon_sim.shutter_open
+
+    header = fits.getheader(paths[("flat", 0.5)][1])
+    for key in ("DATE-OBS", "MJD-OBS", "TIMESYS", "EXPNUM", "CCDNAME", "GAIN", "BIASSEC", "RUNID"):
+        assert key in header, key
+    assert header["CCDNAME"] == "b1"
+    assert header["RUNID"] == result.flow_run_id
+    assert_fitsverify_clean(paths[("flat", 0.5)][1])
+
+
+async def test_take_exposure_numbers_continue_and_never_overwrite(
+    sim_instrument: InstrumentConfig,
+) -> None:
+    first = await take_exposure(ExposureSpec(image_type="bias", count=2), sim_instrument)
+    # A file that claims the next number already exists: that number is skipped.
+    night = first[0].files[0].path.parent
+    squatter = night / f"{sim_instrument.name}-r1-{3:08d}.fits"
+    squatter.write_bytes(b"not ours")
+    second = await take_exposure(ExposureSpec(image_type="bias"), sim_instrument)
+    assert [e.expnum for e in first] == [1, 2]
+    assert second[0].expnum == 4
+    assert squatter.read_bytes() == b"not ours"
+
+
+async def test_a_bad_spec_is_refused_before_the_controller_is_touched(
+    sim_instrument: InstrumentConfig, archon_sim: ArchonSimulator
+) -> None:
+    bad = {"name": "bad", "exposures": [{"image_type": "dark", "exptime": -3}]}
+    with pytest.raises(Exception, match="exptime"):
+        await run_sequence(bad, sim_instrument)  # type: ignore[arg-type]
+    assert archon_sim.connections == 0
+
+
+async def test_a_config_that_does_not_match_the_acf_is_refused_before_connecting(
+    sim_instrument: InstrumentConfig, archon_sim: ArchonSimulator
+) -> None:
+    data = sim_instrument.model_dump()
+    data["controllers"][0]["ccds"].append({"name": "z9", "gain": 1.0, "read_noise": 3.0})
+    three_ccds = InstrumentConfig.model_validate(data)
+    with pytest.raises(ConfigError, match=r"controllers\.0\.acf"):
+        await run_sequence(SEQUENCE, three_ccds)
+    assert archon_sim.connections == 0
+
+
+@pytest.fixture
+async def mute_server() -> AsyncIterator[int]:
+    """A TCP server that accepts connections and never answers: a hung controller."""
+
+    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while await reader.read(4096):
+            pass
+        writer.close()
+
+    server = await asyncio.start_server(swallow, "127.0.0.1", 0)
+    yield server.sockets[0].getsockname()[1]
+    server.close()
+    await server.wait_closed()
+
+
+async def test_a_controller_that_never_answers_gives_a_timeout_error(
+    sim_instrument: InstrumentConfig, mute_server: int
+) -> None:
+    data = sim_instrument.model_dump()
+    data["controllers"][0].update(port=mute_server, command_timeout_s=0.5)
+    hung = InstrumentConfig.model_validate(data)
+    with pytest.raises(TimeoutError, match=r"timed out after 0\.5 s"):
+        await asyncio.wait_for(run_sequence(SEQUENCE, hung), 30)
