@@ -155,11 +155,16 @@ class ArchonController:
             if self._exposing:
                 raise ArchonBusyError(f"{self.name}: an exposure is already in progress")
             self._exposing = True
+            # The core is held while the parameters change, so it never acts on a
+            # half-written set. AutoFlush goes off: a timing script that flushes
+            # while idle would otherwise clear the charge between the end of the
+            # integration and the readout.
+            await self.client.send("HOLDTIMING")
             await self.set_param("ReadOut", 0)
             await self.set_param("AbortExposure", 0)
+            await self.set_param("AutoFlush", 0)
             await self.set_param("OpenShutter", 1 if open_shutter else 0)
             await self._set_integration_time(exptime)
-            # Exposures goes last: setting it is what starts the integration.
             await self.set_param("Exposures", 1)
             await self.client.send("RELEASETIMING")
             started = time.monotonic()
@@ -178,10 +183,11 @@ class ArchonController:
             await self.set_param("IntCS", round(exptime * 100))
 
     async def abort(self) -> None:
-        """End the integration now (the shutter closes) and leave the core idle."""
+        """End the integration now (the shutter closes), discard it, flush while idle."""
         await self.set_param("AbortExposure", 1)
         await self.set_param("Exposures", 0)
         await self.set_param("OpenShutter", 0)
+        await self.set_param("AutoFlush", 1)
         await self.client.send("RELEASETIMING")
         self._exposing = False
 
@@ -205,6 +211,7 @@ class ArchonController:
                 self._exposing = False
             await self.set_param("ReadOut", 0)
             await self.set_param("AbortExposure", 0)
+            await self.set_param("AutoFlush", 1)
             return info.number
 
     async def _wait_for_new_frame(self, last_frame: int) -> BufferInfo:
