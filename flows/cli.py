@@ -8,6 +8,8 @@ with the wrong home.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -59,15 +61,24 @@ def sim(
     ),
     seed: Annotated[int, typer.Option(help="seed of the synthetic pixels")] = 0,
 ) -> None:
-    """Run the Archon simulator in the foreground until Ctrl-C."""
+    """Run the Archon simulator in the foreground until Ctrl-C (or SIGTERM)."""
     from devices.archon.simulator import run_simulator
 
     if not acf.is_file():
         _fail(f"ACF not found: {acf}")
-    try:
-        asyncio.run(run_simulator(acf, host="127.0.0.1", port=port, seed=seed))
-    except KeyboardInterrupt:
-        typer.echo("simulator stopped")
+
+    async def serve_until_signal() -> None:
+        # Explicit handlers: a process started in the background may inherit an
+        # ignored SIGINT, and a supervisor stops it with SIGTERM.
+        server = asyncio.create_task(run_simulator(acf, host="127.0.0.1", port=port, seed=seed))
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, server.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await server
+
+    asyncio.run(serve_until_signal())
+    typer.echo("simulator stopped")
 
 
 @app.command()

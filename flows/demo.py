@@ -71,7 +71,7 @@ async def _start_simulator(acf: Path) -> tuple[asyncio.subprocess.Process, int]:
 
 async def _stop(process: asyncio.subprocess.Process) -> None:
     if process.returncode is None:
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signal.SIGTERM)
         try:
             await asyncio.wait_for(process.wait(), 10)
         except TimeoutError:

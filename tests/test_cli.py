@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
+import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -70,3 +73,29 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert "CHECKSUM/DATASUM verified" in completed.stdout
     assert "Run history" in completed.stdout
     assert_fitsverify_clean(files[-1])
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_sim_serves_on_loopback_and_stops_on_signal(signum: int) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "flows.cli", "sim", "--port", "0"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        # A background process may inherit an ignored SIGINT: the sim must still stop.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    try:
+        assert process.stdout is not None
+        first = process.stdout.readline()
+        match = re.search(r"listening on 127\.0\.0\.1:(\d+)", first)
+        assert match, first
+        with socket.create_connection(("127.0.0.1", int(match.group(1))), timeout=5) as conn:
+            conn.sendall(b">01STATUS\n")
+            assert conn.recv(4096).startswith(b"<01")
+        process.send_signal(signum)
+        assert process.wait(timeout=10) == 0
+    finally:
+        process.kill()
+        process.wait()
