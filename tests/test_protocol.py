@@ -109,7 +109,7 @@ def test_fetch_progress_is_counted() -> None:
         (b"garbage\n", "does not start"),
         (b"<ZZSTATUS\n", "hex command id"),
         (b"?01extra\n", "failure reply with a payload"),
-        (b"<05:" + b"\0" * BLOCK_PAYLOAD, "not a FETCH"),
+        (b"<05:" + b"\xff" * BLOCK_PAYLOAD + b"\n", "non-ASCII"),
     ],
 )
 def test_malformed_replies_raise_with_raw_bytes(wire: bytes, message: str) -> None:

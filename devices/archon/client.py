@@ -105,11 +105,14 @@ class ArchonClient:
 
     async def close(self) -> None:
         """Close the socket; commands still waiting fail with a connection error."""
+        self._drop_transport()
+        await asyncio.sleep(0)
+
+    def _drop_transport(self) -> None:
         transport, self._transport = self._transport, None
         if transport is not None:
             transport.close()
         self._fail_all(ArchonConnectionError("connection closed by the client"))
-        await asyncio.sleep(0)
 
     async def reconnect(self) -> None:
         """Drop the connection (and any half-read reply) and open a fresh one."""
@@ -145,14 +148,15 @@ class ArchonClient:
     ) -> npt.NDArray[np.uint8]:
         """Send a FETCH and collect its ``n_blocks`` binary blocks into one array.
 
-        A stream that stops short leaves the connection mid-reply, so on timeout the
-        connection is closed: the caller reconnects and fetches the (locked) buffer
-        again rather than reading the rest of a stream it can no longer trust.
+        A stream that stops short leaves the connection mid-reply, so on timeout or
+        cancellation the connection is closed: the caller reconnects and fetches the
+        (locked) buffer again rather than reading the rest of a stream it can no
+        longer trust.
         """
         try:
             reply = await self._roundtrip(command, n_blocks, timeout)
-        except ArchonTimeoutError:
-            await self.close()
+        except (ArchonTimeoutError, asyncio.CancelledError):
+            self._drop_transport()
             raise
         if isinstance(reply, TextReply):
             raise ArchonCommandError(command)

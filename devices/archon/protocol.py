@@ -96,6 +96,7 @@ class ReplyParser:
     max_line: int = MAX_LINE
     _buffer: bytearray = field(default_factory=bytearray)
     _fetches: dict[int, _PendingFetch] = field(default_factory=dict)
+    _streaming: _PendingFetch | None = None
 
     def expect_blocks(self, command_id: int, n_blocks: int) -> None:
         """Announce that ``command_id`` will be answered by ``n_blocks`` binary blocks."""
@@ -110,7 +111,9 @@ class ReplyParser:
 
     def forget(self, command_id: int) -> None:
         """Drop an announced FETCH (after a timeout, before reconnecting)."""
-        self._fetches.pop(command_id, None)
+        pending = self._fetches.pop(command_id, None)
+        if pending is not None and pending is self._streaming:
+            self._streaming = None
 
     def blocks_received(self, command_id: int) -> int:
         """How many blocks of an announced FETCH have arrived (for progress and errors)."""
@@ -143,7 +146,16 @@ class ReplyParser:
         lead = buf[0]
         if lead not in _LEADS:
             self._raise_garbage()
-        if lead == _OK and buf[3] == _COLON:
+        streaming = self._streaming
+        if streaming is not None and bytes(buf[:4]) != streaming.header:
+            # Nothing may interleave with a block stream once it has begun.
+            raise ArchonProtocolError(
+                f"foreign bytes inside the block stream of command {streaming.command_id:02X}",
+                bytes(buf[:8]),
+            )
+        if lead == _OK and buf[3] == _COLON and _parse_id(bytes(buf[:3])) in self._fetches:
+            # Only an announced FETCH makes ``<xx:`` a binary block; otherwise it is
+            # a text reply whose payload starts with a colon.
             return self._take_blocks()
         newline = buf.find(b"\n")
         if newline < 0:
@@ -198,7 +210,9 @@ class ReplyParser:
         del buf[: available * BLOCK_RECORD]
         if pending.blocks_done == pending.blocks_total:
             del self._fetches[command_id]
+            self._streaming = None
             return BinaryReply(command_id, pending.data)
+        self._streaming = pending
         return _PROGRESS
 
     def _raise_garbage(self) -> None:

@@ -145,3 +145,94 @@ class FrameStatus:
             for n in range(1, N_BUFFERS + 1)
         )
         return cls(timer=number("TIMER"), rbuf=number("RBUF"), wbuf=number("WBUF"), buffers=buffers)
+
+
+MODULE_TYPES: dict[int, str] = {
+    0: "none",
+    1: "Driver",
+    2: "AD",
+    3: "LVBias",
+    4: "HVBias",
+    5: "Heater",
+    7: "HS",
+    8: "HVXBias",
+    9: "LVXBias",
+    10: "LVDS",
+    11: "HeaterX",
+    12: "XVBias",
+    13: "ADF",
+    14: "ADX",
+    15: "ADLN",
+    16: "DriverX",
+}
+"""Archon module type codes (6 is not a valid type)."""
+
+N_SLOTS = 12
+
+
+@dataclass(frozen=True, slots=True)
+class ModuleInfo:
+    """One backplane slot that holds a module."""
+
+    slot: int
+    type: int
+    rev: int
+    version: str
+    id: str
+
+    @property
+    def type_name(self) -> str:
+        return MODULE_TYPES.get(self.type, f"type {self.type}")
+
+
+@dataclass(frozen=True, slots=True)
+class SystemInfo:
+    """One SYSTEM reply: the backplane and the modules present (MOD_PRESENT mask)."""
+
+    backplane_type: int
+    backplane_rev: int
+    backplane_version: str
+    backplane_id: str
+    power_id: str
+    modules: tuple[ModuleInfo, ...]
+    values: dict[str, str]
+
+    @classmethod
+    def parse(cls, payload: str) -> SystemInfo:
+        raw = parse_key_values(payload)
+        try:
+            present = int(raw.get("MOD_PRESENT", "0"), 16)
+            modules = []
+            for slot in range(1, N_SLOTS + 1):
+                if not present & (1 << (slot - 1)):
+                    continue
+                module_type = int(raw[f"MOD{slot}_TYPE"])
+                if module_type == 6 or module_type not in MODULE_TYPES:
+                    raise ArchonProtocolError(
+                        f"SYSTEM reports invalid module type {module_type} in slot {slot}",
+                        payload.encode(),
+                    )
+                modules.append(
+                    ModuleInfo(
+                        slot=slot,
+                        type=module_type,
+                        rev=int(raw.get(f"MOD{slot}_REV", "0")),
+                        version=raw.get(f"MOD{slot}_VERSION", ""),
+                        id=raw.get(f"MOD{slot}_ID", ""),
+                    )
+                )
+            return cls(
+                backplane_type=int(raw["BACKPLANE_TYPE"]),
+                backplane_rev=int(raw["BACKPLANE_REV"]),
+                backplane_version=raw["BACKPLANE_VERSION"],
+                backplane_id=raw["BACKPLANE_ID"],
+                power_id=raw.get("POWER_ID", ""),
+                modules=tuple(modules),
+                values=raw,
+            )
+        except KeyError as exc:
+            raise ArchonProtocolError(f"SYSTEM without {exc.args[0]}", payload.encode()) from exc
+        except ValueError as exc:
+            raise ArchonProtocolError(
+                f"SYSTEM value not a number: {exc}", payload.encode()
+            ) from exc
