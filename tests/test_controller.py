@@ -118,23 +118,18 @@ async def test_a_silent_controller_times_out_instead_of_hanging(
         assert (await ctrl.frame()).buffers
 
 
-async def test_a_truncated_fetch_is_fetched_again_intact(
-    controller: ArchonController, archon_sim: ArchonSimulator
+@pytest.mark.parametrize("fault", ["truncate", "drop"])
+async def test_a_cut_fetch_is_fetched_again_intact(
+    controller: ArchonController, archon_sim: ArchonSimulator, fault: str
 ) -> None:
+    """A short block stream (timeout) or a dropped connection: same frame, intact."""
     await controller.expose(0.0, open_shutter=False)
     buffer = await controller.readout()
-    archon_sim.truncate_fetch(100, times=1)
-    controller.timing = ControllerTiming(command_timeout=0.5)
-    pixels = await controller.fetch(buffer)
-    np.testing.assert_array_equal(pixels, archon_sim.buffer_data(buffer))
-
-
-async def test_a_dropped_fetch_reconnects_and_fetches_the_same_frame(
-    controller: ArchonController, archon_sim: ArchonSimulator
-) -> None:
-    await controller.expose(0.0, open_shutter=False)
-    buffer = await controller.readout()
-    archon_sim.drop_connection_during_fetch(50, times=1)
+    if fault == "truncate":
+        archon_sim.truncate_fetch(100, times=1)
+        controller.timing = ControllerTiming(command_timeout=0.5)
+    else:
+        archon_sim.drop_connection_during_fetch(50, times=1)
     pixels = await controller.fetch(buffer)
     np.testing.assert_array_equal(pixels, archon_sim.buffer_data(buffer))
 
