@@ -33,6 +33,8 @@ class CliImageType(StrEnum):
     dark = "dark"
     flat = "flat"
     object = "object"
+    arc = "arc"
+    test = "test"
 
 
 def _fail(message: str, code: int = 2) -> None:

@@ -157,7 +157,7 @@ async def run_sequence(sequence: SequenceSpec, instrument: InstrumentConfig) -> 
     start = time.perf_counter()
     results: list[ExposureResult] = []
     async with open_instrument(plans) as sessions:
-        for spec in sequence.exposures:
+        for spec in sequence.expand():
             for _ in range(spec.count):
                 results.append(await take_frame(sessions, spec, instrument))
                 logger.info(

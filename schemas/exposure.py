@@ -1,44 +1,102 @@
-"""What to take: one exposure spec and an ordered sequence of them.
+"""What to take: exposure specs, sequences and calibration sets.
 
 These models are flow parameters, so the Prefect UI builds validated forms from them
-and a bad value is refused before any hardware moves.
+and a bad value is refused before any hardware moves. Sequences and calibration sets
+expand deterministically into exposure specs: the same input always gives the same
+frames in the same order.
 """
 
 from __future__ import annotations
 
+import hashlib
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from schemas.fits_rules import CardValue, check_keyword, check_value
 
 MAX_EXPTIME = 86_400.0
 """One day: longer integrations are a typo, not an observation."""
 
+PRINTABLE = r"^[\x20-\x7e]*$"
+
 
 class ImageType(StrEnum):
-    """Kinds of exposure; they decide the shutter and the IMAGETYP card."""
+    """Kinds of exposure; they decide the default shutter and the IMAGETYP card."""
 
     BIAS = "bias"
     DARK = "dark"
     FLAT = "flat"
     OBJECT = "object"
+    ARC = "arc"
+    TEST = "test"
 
     @property
     def opens_shutter(self) -> bool:
-        """Light frames open the shutter; bias and dark frames keep it shut."""
-        return self in (ImageType.FLAT, ImageType.OBJECT)
+        """Light frames open the shutter by default; bias and dark keep it shut."""
+        return self in (ImageType.FLAT, ImageType.OBJECT, ImageType.ARC)
 
 
-class ExposureSpec(BaseModel):
+class ShutterPolicy(StrEnum):
+    """``auto`` follows the image type; ``open``/``closed`` force it (test frames)."""
+
+    AUTO = "auto"
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+class StackMethod(StrEnum):
+    MEDIAN = "median"
+    MEAN = "mean"
+    SUM = "sum"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Binning(_Frozen):
+    """On-chip binning: columns (x) and lines (y) summed per pixel."""
+
+    x: int = Field(default=1, ge=1, le=16)
+    y: int = Field(default=1, ge=1, le=16)
+
+
+class Window(_Frozen):
+    """A region of interest per amplifier, in unbinned readout lines and pixels.
+
+    Checked against the controller's geometry when the flow plans the exposure.
+    """
+
+    first_line: int = Field(default=0, ge=0)
+    lines: int = Field(ge=1)
+    first_pixel: int = Field(default=0, ge=0)
+    pixels: int = Field(ge=1)
+
+
+class Coordinates(_Frozen):
+    """Where the telescope points, ICRS degrees."""
+
+    ra_deg: float = Field(ge=0.0, lt=360.0, allow_inf_nan=False)
+    dec_deg: float = Field(ge=-90.0, le=90.0, allow_inf_nan=False)
+
+
+class Stacking(_Frozen):
+    """Take ``frames`` readouts and combine them into one file (NCOMBINE, COMBMETH)."""
+
+    frames: int = Field(ge=2, le=1000)
+    method: StackMethod = StackMethod.MEDIAN
+
+
+class ExposureSpec(_Frozen):
     """One kind of exposure, taken ``count`` times.
 
     A bias always has an exposure time of 0: a non-zero value given for a bias is set
     to 0 rather than integrating for a frame that would then not be a bias.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    image_type: ImageType = Field(description="bias, dark, flat or object")
+    image_type: ImageType = Field(description="bias, dark, flat, object, arc or test")
     exptime: float = Field(
         default=0.0,
         ge=0.0,
@@ -47,11 +105,20 @@ class ExposureSpec(BaseModel):
         description="integration time in seconds (forced to 0 for a bias)",
     )
     count: int = Field(default=1, ge=1, le=10_000, description="how many frames to take")
+    binning: Binning = Field(default_factory=Binning)
+    window: Window | None = Field(default=None, description="region of interest; None = all")
+    filter: str | None = Field(default=None, min_length=1, max_length=32, pattern=PRINTABLE)
     object_name: str | None = Field(
-        default=None,
-        max_length=68,
-        pattern=r"^[\x20-\x7e]*$",
-        description="OBJECT card (printable ASCII)",
+        default=None, max_length=68, pattern=PRINTABLE, description="OBJECT card"
+    )
+    coordinates: Coordinates | None = None
+    shutter: ShutterPolicy = ShutterPolicy.AUTO
+    readout_delay: int = Field(
+        default=0, ge=0, le=1_000_000, description="WaitCount units (10 ns) added per pixel"
+    )
+    stacking: Stacking | None = None
+    header: dict[str, CardValue] = Field(
+        default_factory=dict, description="extra FITS cards, checked against FITS rules"
     )
 
     @model_validator(mode="before")
@@ -61,19 +128,118 @@ class ExposureSpec(BaseModel):
             return {**data, "exptime": 0.0}
         return data
 
+    @field_validator("header")
+    @classmethod
+    def _fits_legal_cards(cls, header: dict[str, CardValue]) -> dict[str, CardValue]:
+        checked: dict[str, CardValue] = {}
+        for keyword, value in header.items():
+            name = check_keyword(keyword)
+            if name in checked:
+                raise ValueError(f"keyword {name} given twice")
+            checked[name] = check_value(name, value)
+        return checked
+
+    @model_validator(mode="after")
+    def _shutter_matches_the_image_type(self) -> ExposureSpec:
+        if self.image_type is ImageType.BIAS and self.shutter is ShutterPolicy.OPEN:
+            raise ValueError("a bias cannot be taken with the shutter open")
+        if self.image_type is ImageType.DARK and self.shutter is ShutterPolicy.OPEN:
+            raise ValueError("a dark cannot be taken with the shutter open")
+        if self.image_type in (ImageType.FLAT, ImageType.OBJECT, ImageType.ARC) and (
+            self.shutter is ShutterPolicy.CLOSED
+        ):
+            raise ValueError(f"a {self.image_type.value} needs the shutter open")
+        return self
+
     @property
     def opens_shutter(self) -> bool:
-        return self.image_type.opens_shutter
+        if self.shutter is ShutterPolicy.AUTO:
+            return self.image_type.opens_shutter
+        return self.shutter is ShutterPolicy.OPEN
+
+    @property
+    def frames_per_exposure(self) -> int:
+        """Readouts behind one written exposure (more than one when stacking)."""
+        return self.stacking.frames if self.stacking else 1
+
+    def spec_hash(self) -> str:
+        """A short, stable digest of the spec, written to headers for provenance."""
+        canonical = self.model_dump_json(exclude_defaults=False).encode()
+        return hashlib.sha256(canonical).hexdigest()[:16]
 
 
-class SequenceSpec(BaseModel):
-    """An ordered list of exposure specs, taken one after the other."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class SequenceSpec(_Frozen):
+    """An ordered list of exposure specs, the whole list taken ``repeats`` times."""
 
     name: str = Field(default="sequence", min_length=1, max_length=64, pattern=r"^[\w.-]+$")
     exposures: list[ExposureSpec] = Field(min_length=1)
+    repeats: int = Field(default=1, ge=1, le=1000)
+
+    def expand(self) -> list[ExposureSpec]:
+        """The exposure specs in the order they are taken."""
+        return [spec for _ in range(self.repeats) for spec in self.exposures]
 
     @property
     def total_frames(self) -> int:
-        return sum(spec.count for spec in self.exposures)
+        return sum(spec.count for spec in self.expand())
+
+
+class DarkSet(_Frozen):
+    exptime: float = Field(gt=0.0, le=MAX_EXPTIME, allow_inf_nan=False)
+    count: int = Field(ge=1, le=1000)
+
+
+class FlatSet(_Frozen):
+    filter: str | None = Field(default=None, min_length=1, max_length=32, pattern=PRINTABLE)
+    exptime: float = Field(gt=0.0, le=MAX_EXPTIME, allow_inf_nan=False)
+    count: int = Field(ge=1, le=1000)
+
+
+class ArcSet(_Frozen):
+    lamp: str = Field(min_length=1, max_length=32, pattern=PRINTABLE)
+    exptime: float = Field(gt=0.0, le=MAX_EXPTIME, allow_inf_nan=False)
+    count: int = Field(ge=1, le=1000)
+
+
+class CalibrationSpec(_Frozen):
+    """A calibration set: biases, then darks, flats and arcs, in the order given."""
+
+    name: str = Field(default="calibrations", min_length=1, max_length=64, pattern=r"^[\w.-]+$")
+    biases: int = Field(default=0, ge=0, le=1000)
+    darks: list[DarkSet] = Field(default_factory=list)
+    flats: list[FlatSet] = Field(default_factory=list)
+    arcs: list[ArcSet] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> CalibrationSpec:
+        if not (self.biases or self.darks or self.flats or self.arcs):
+            raise ValueError("a calibration set needs at least one bias, dark, flat or arc")
+        return self
+
+    def expand(self) -> list[ExposureSpec]:
+        specs: list[ExposureSpec] = []
+        if self.biases:
+            specs.append(ExposureSpec(image_type=ImageType.BIAS, count=self.biases))
+        specs += [
+            ExposureSpec(image_type=ImageType.DARK, exptime=d.exptime, count=d.count)
+            for d in self.darks
+        ]
+        specs += [
+            ExposureSpec(
+                image_type=ImageType.FLAT, exptime=f.exptime, count=f.count, filter=f.filter
+            )
+            for f in self.flats
+        ]
+        specs += [
+            ExposureSpec(
+                image_type=ImageType.ARC,
+                exptime=a.exptime,
+                count=a.count,
+                header={"LAMP": a.lamp},
+            )
+            for a in self.arcs
+        ]
+        return specs
+
+    def as_sequence(self) -> SequenceSpec:
+        return SequenceSpec(name=self.name, exposures=self.expand())

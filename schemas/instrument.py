@@ -1,38 +1,80 @@
-"""How the instrument is built: controllers, their CCDs, and where data goes.
+"""How the instrument is built: controllers, CCDs, storage, archive, receivers, Dask.
 
-Loaded from YAML (``deploy/instruments/*.yaml``). Relative ACF paths are resolved
+Loaded from YAML (``deploy/instruments/*.yaml``) with environment overrides
+(``CCDFLOW_STORAGE__DATA_ROOT=/data`` sets ``storage.data_root``; nested fields are
+joined with ``__``; lists and mappings take JSON). Relative ACF paths are resolved
 against the YAML file's folder, so a config can be moved together with its ACFs.
 Every problem in a file is reported at once, each with its YAML path.
 """
 
 from __future__ import annotations
 
+from datetime import time
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from schemas.errors import ConfigError
+from schemas.header import HeaderSpec
+from schemas.naming import NightRule, check_template, check_timezone
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,15}$"
 """Names that are safe in file names and FITS values."""
 
+STATUS_KEY = r"^[A-Z0-9_]+(/[A-Z0-9_]+)?$"
 
-class CcdConfig(BaseModel):
-    """One CCD read by a controller; order follows the controller's taps."""
+ENV_PREFIX = "CCDFLOW_"
 
+
+class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str = Field(pattern=NAME_PATTERN, description="CCDNAME, also used in file names")
+
+class AmplifierConfig(_Frozen):
+    """Per-amplifier gain and noise, when they differ from the CCD's."""
+
+    name: str = Field(pattern=r"^[A-Z]$", description="A, B, ... in the controller's tap order")
     gain: float = Field(gt=0, le=100, description="e-/ADU")
     read_noise: float = Field(ge=0, le=1000, description="e- rms")
 
 
-class ControllerConfig(BaseModel):
-    """One Archon controller and what the adapter needs to know to drive it."""
+class CcdConfig(_Frozen):
+    """One CCD read by a controller; order follows the controller's taps."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str = Field(pattern=NAME_PATTERN, description="CCDNAME, also used in file names")
+    gain: float = Field(gt=0, le=100, description="e-/ADU")
+    read_noise: float = Field(ge=0, le=1000, description="e- rms")
+    amplifiers: list[AmplifierConfig] = Field(default_factory=list)
+    mosaic_origin: tuple[int, int] = Field(
+        default=(0, 0), description="0-based (x, y) of this CCD's first data pixel in the mosaic"
+    )
+    temperature_key: str | None = Field(
+        default=None, pattern=STATUS_KEY, description="STATUS key giving CCDTEMP, e.g. MOD2/TEMPA"
+    )
+
+    @field_validator("amplifiers")
+    @classmethod
+    def _unique_amplifiers(cls, amps: list[AmplifierConfig]) -> list[AmplifierConfig]:
+        names = [a.name for a in amps]
+        if len(set(names)) != len(names):
+            raise ValueError("amplifier names must be unique")
+        return amps
+
+
+class ControllerConfig(_Frozen):
+    """One Archon controller and what the adapter needs to know to drive it."""
 
     name: str = Field(pattern=NAME_PATTERN)
     host: str = Field(default="127.0.0.1", min_length=1)
@@ -54,24 +96,92 @@ class ControllerConfig(BaseModel):
         return ccds
 
 
-class StorageConfig(BaseModel):
-    """Where files go. A relative ``data_root`` is relative to the working directory."""
+class FileLayout(StrEnum):
+    PER_CCD = "per_ccd"
+    MEF = "mef"
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+
+class FitsEngineName(StrEnum):
+    ASTROPY = "astropy"
+    FITSIO = "fitsio"
+
+
+class CompressionName(StrEnum):
+    NONE = "none"
+    RICE_1 = "RICE_1"
+
+
+class StorageConfig(_Frozen):
+    """Where files go and how they are named. A relative ``data_root`` is relative to
+    the working directory."""
 
     data_root: Path = Field(default=Path("data"))
+    layout: FileLayout = FileLayout.PER_CCD
+    file_template: str = Field(default="{instrument}-{ccd}-{expnum:08d}.fits")
+    engine: FitsEngineName = FitsEngineName.ASTROPY
+    compression: CompressionName = CompressionName.NONE
+    timezone: str = Field(default="UTC", description="IANA zone of the observatory")
+    night_rollover: time = Field(default=time(12, 0), description="local time a night starts")
+    manifest: bool = Field(default=True, description="per-night SHA256SUMS file")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, zone: str) -> str:
+        return check_timezone(zone)
+
+    @field_validator("file_template")
+    @classmethod
+    def _template_fits_layout(cls, template: str, info: ValidationInfo) -> str:
+        layout = info.data.get("layout", FileLayout.PER_CCD)
+        return check_template(template, needs_ccd=layout is FileLayout.PER_CCD)
+
+    @property
+    def night_rule(self) -> NightRule:
+        return NightRule(timezone=self.timezone, rollover=self.night_rollover)
 
 
-class InstrumentConfig(BaseModel):
-    """The whole instrument: identity cards, controllers, storage."""
+class ArchiveConfig(_Frozen):
+    """An HDF5 archive per sequence, beside the night's FITS files."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    hdf5: bool = False
+
+
+class ReceiverConfig(_Frozen):
+    """Where to announce new files. The bearer token is read from an environment
+    variable, never stored in the config."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    url: AnyHttpUrl
+    token_env: str | None = Field(default=None, pattern=r"^[A-Z_][A-Z0-9_]*$")
+    send_file: bool = False
+    timeout_s: float = Field(default=10.0, gt=0, le=600)
+
+
+class DaskConfig(_Frozen):
+    """Per-CCD work: an in-process threaded cluster, or a scheduler to scale out."""
+
+    scheduler: str | None = Field(default=None, pattern=r"^(tcp|tls|inproc)://\S+$")
+    threads: int = Field(default=2, ge=1, le=256)
+
+
+class InstrumentConfig(_Frozen):
+    """The whole instrument: identity cards, controllers, storage and services."""
 
     name: str = Field(pattern=NAME_PATTERN, description="INSTRUME card and file-name prefix")
     observatory: str = Field(default="ccdflow", max_length=68)
     telescope: str = Field(default="none", max_length=68)
     controllers: list[ControllerConfig] = Field(min_length=1)
+    filters: list[str] = Field(default_factory=list, description="names a spec may ask for")
     storage: StorageConfig = Field(default_factory=StorageConfig)
+    archive: ArchiveConfig = Field(default_factory=ArchiveConfig)
+    receivers: list[ReceiverConfig] = Field(default_factory=list)
+    dask: DaskConfig = Field(default_factory=DaskConfig)
+    concurrency_name: str | None = Field(
+        default=None,
+        pattern=r"^[\w.-]{1,64}$",
+        description="Prefect limit; default instrument-NAME",
+    )
+    header: HeaderSpec = Field(default_factory=HeaderSpec)
 
     @field_validator("controllers")
     @classmethod
@@ -87,6 +197,10 @@ class InstrumentConfig(BaseModel):
     @property
     def ccd_names(self) -> list[str]:
         return [ccd.name for c in self.controllers for ccd in c.ccds]
+
+    @property
+    def concurrency_limit_name(self) -> str:
+        return self.concurrency_name or f"instrument-{self.name}"
 
     def with_overrides(
         self,
@@ -109,6 +223,26 @@ class InstrumentConfig(BaseModel):
         return InstrumentConfig.model_validate(data)
 
 
+class _InstrumentSettings(InstrumentConfig, BaseSettings):
+    """InstrumentConfig read from YAML values plus CCDFLOW_* environment variables."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment wins over the file: operators override a shipped config.
+        return (env_settings, init_settings)
+
+
 def load_instrument(path: str | Path) -> InstrumentConfig:
     """Read and validate an instrument YAML file; ConfigError lists every problem."""
     path = Path(path)
@@ -124,7 +258,8 @@ def load_instrument(path: str | Path) -> InstrumentConfig:
     if not isinstance(data, dict):
         raise ConfigError(source, ["the top level must be a mapping of settings"])
     try:
-        config = InstrumentConfig.model_validate(data)
+        settings = _InstrumentSettings(**data)
+        config = InstrumentConfig.model_validate(settings.model_dump())
     except ValidationError as exc:
         raise ConfigError.from_validation(source, exc) from exc
     return resolve_paths(config, path.parent, source)
