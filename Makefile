@@ -45,6 +45,7 @@ test: lint typecheck pytest
 
 bench: sync
 	$(RUN) python -m bench.stages
+	$(RUN) python -m bench.fetch
 
 tools:
 	apt-get update -qq && apt-get install -y -qq fitsverify hdf5-tools

@@ -155,3 +155,32 @@ async def test_nobody_listening_is_a_clear_connection_error() -> None:
     ctrl = ArchonController("127.0.0.1", port, ACF)
     with pytest.raises(ArchonConnectionError, match=f"127.0.0.1:{port}"):
         await ctrl.connect()
+
+
+def test_an_acf_without_the_timing_parameters_is_refused() -> None:
+    from devices.archon.acf import parse_acf
+
+    text = SIM_ACF.read_text().replace('"Exposures=0"', '"Exposurez=0"')
+    with pytest.raises(ValueError, match="lacks the timing parameters Exposures"):
+        ArchonController("127.0.0.1", 1, parse_acf(text))
+
+
+@pytest.mark.slow
+async def test_a_real_lvm_acf_takes_a_bias_and_refuses_light_without_a_shutter() -> None:
+    """LVM's timing script has no OpenShutter: biases work; light frames say why not."""
+    from .conftest import LVM_ACF
+
+    if not LVM_ACF.is_file():
+        pytest.skip("LVM reference ACF not present")
+    acf = load_acf(LVM_ACF)
+    async with (
+        ArchonSimulator(acf, port=0, pixel_rate_hz=20e6) as sim,
+        ArchonController("127.0.0.1", sim.port, acf, timing=ControllerTiming()) as ctrl,
+    ):
+        await ctrl.reset()
+        with pytest.raises(ValueError, match="cannot open a shutter"):
+            await ctrl.expose(1.0, open_shutter=True)
+        await ctrl.expose(0.0, open_shutter=False)
+        pixels = await ctrl.fetch(await ctrl.readout())
+        assert pixels.shape == (4080, 12360)
+        assert not sim.shutter_log

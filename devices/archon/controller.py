@@ -50,6 +50,10 @@ RESET_PARAMETERS: Mapping[str, int] = {
 }
 """Parameter values that leave the timing core idle, flushing, with the shutter shut."""
 
+REQUIRED_PARAMETERS = ("Exposures", "ReadOut", "AbortExposure", "DoFlush", "FlushCount")
+"""What the adapter's timing model needs from the ACF's timing script (plus IntCS or
+IntMS). AutoFlush, OpenShutter and WaitCount are used when the script defines them."""
+
 
 @dataclass(frozen=True, slots=True)
 class ControllerTiming:
@@ -85,6 +89,13 @@ class ArchonController:
         name: str = "archon",
         timing: ControllerTiming | None = None,
     ) -> None:
+        missing = [p for p in REQUIRED_PARAMETERS if not _has_parameter(acf.parameters, p)]
+        if not (_has_parameter(acf.parameters, "IntCS") or _has_parameter(acf.parameters, "IntMS")):
+            missing.append("IntCS or IntMS")
+        if missing:
+            raise ValueError(
+                f"{name}: ACF {acf.source} lacks the timing parameters {', '.join(missing)}"
+            )
         self.name = name
         self.acf = acf
         self.timing = timing or ControllerTiming()
@@ -137,6 +148,16 @@ class ArchonController:
         """Change one timing-script parameter at once (FASTLOADPARAM)."""
         await self.client.send(f"FASTLOADPARAM {name} {int(value)}")
 
+    async def _set_if_defined(self, name: str, value: int) -> None:
+        """Set an optional parameter only when this ACF's timing script has it."""
+        if _has_parameter(self.acf.parameters, name):
+            await self.set_param(name, value)
+
+    @property
+    def drives_shutter(self) -> bool:
+        """Whether the timing script opens a shutter (our OpenShutter parameter)."""
+        return _has_parameter(self.acf.parameters, "OpenShutter")
+
     async def require_power(self) -> ArchonStatus:
         """Fail before anything moves when the controller is not powered and good."""
         status = await self.status()
@@ -176,7 +197,7 @@ class ArchonController:
         """Stop whatever the timing core does and return it to idle, shutter closed."""
         await self.client.send("HOLDTIMING")
         for name, value in RESET_PARAMETERS.items():
-            await self.set_param(name, value)
+            await self._set_if_defined(name, value)
         await self.client.send("RESETTIMING")
         await self.client.send("RELEASETIMING")
         self._exposing = False
@@ -184,6 +205,8 @@ class ArchonController:
 
     async def set_autoflush(self, on: bool) -> None:
         """Keep the CCDs clear while idle (on) or let charge accumulate (off)."""
+        if not _has_parameter(self.acf.parameters, "AutoFlush"):
+            raise ValueError(f"{self.name}: the ACF's timing script has no AutoFlush parameter")
         await self.set_param("AutoFlush", 1 if on else 0)
 
     async def flush(self, count: int = 1) -> None:
@@ -207,6 +230,11 @@ class ArchonController:
         """
         if exptime < 0 or not math.isfinite(exptime):
             raise ValueError(f"exposure time must be a finite number >= 0, not {exptime}")
+        if open_shutter and not self.drives_shutter:
+            raise ValueError(
+                f"{self.name}: the ACF has no OpenShutter parameter, so this controller "
+                "cannot open a shutter; light frames need a shutter device"
+            )
         await self.require_power()
         async with self._timing_lock:
             if self._exposing:
@@ -219,8 +247,8 @@ class ArchonController:
             await self.client.send("HOLDTIMING")
             await self.set_param("ReadOut", 1 if readout else 0)
             await self.set_param("AbortExposure", 0)
-            await self.set_param("AutoFlush", 0)
-            await self.set_param("OpenShutter", 1 if open_shutter else 0)
+            await self._set_if_defined("AutoFlush", 0)
+            await self._set_if_defined("OpenShutter", 1 if open_shutter else 0)
             await self._set_integration_time(exptime)
             await self.set_param("Exposures", 1)
             await self.client.send("RELEASETIMING")
@@ -249,9 +277,9 @@ class ArchonController:
         await self.set_param("ReadOut", 1 if readout else 0)
         await self.set_param("AbortExposure", 1)
         await self.set_param("Exposures", 0)
-        await self.set_param("OpenShutter", 0)
+        await self._set_if_defined("OpenShutter", 0)
         if not readout:
-            await self.set_param("AutoFlush", 1)
+            await self._set_if_defined("AutoFlush", 1)
         await self.client.send("RELEASETIMING")
         self._readout_requested = readout
         if not readout:
@@ -276,7 +304,10 @@ class ArchonController:
             raise ValueError("readout delay must be >= 0")
         async with self._timing_lock:
             before = await self.frame()
-            await self.set_param("WaitCount", delay)
+            if delay:
+                if not _has_parameter(self.acf.parameters, "WaitCount"):
+                    raise ValueError(f"{self.name}: no WaitCount parameter for a readout delay")
+                await self.set_param("WaitCount", delay)
             if not self._readout_requested:
                 await self.set_param("ReadOut", 1)
                 await self.client.send("RELEASETIMING")
@@ -287,7 +318,7 @@ class ArchonController:
                 self._readout_requested = False
             await self.set_param("ReadOut", 0)
             await self.set_param("AbortExposure", 0)
-            await self.set_param("AutoFlush", 1)
+            await self._set_if_defined("AutoFlush", 1)
             if delay:
                 await self.set_param("WaitCount", 0)
             return info.number
