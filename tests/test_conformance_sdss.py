@@ -254,15 +254,6 @@ async def test_power_off_and_on(sdss: SdssController, sim: ArchonSimulator) -> N
     assert CS.POWERBAD not in sdss.status
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "simulator STATUS after POWEROFF is POWER=2 POWERGOOD=0; sdss-archon "
-        "(controller.power) flags POWERBAD whenever powergood == 0, so it expects a "
-        "cleanly powered-off controller to report POWERGOOD=1 (unverified against STA's "
-        "manual)"
-    ),
-)
 async def test_power_off_is_a_clean_off_for_sdss(sdss: SdssController) -> None:
     """After POWEROFF sdss should say POWEROFF, not POWERBAD (which blocks its expose)."""
     await sdss.power(False)

@@ -22,7 +22,14 @@ import numpy.typing as npt
 
 from devices.archon.acf import AcfConfig, tap_regions
 
-__all__ = ["SensorModel", "data_region", "flat_field", "render_frame"]
+__all__ = [
+    "ReadoutWindow",
+    "SensorModel",
+    "data_region",
+    "flat_field",
+    "readout_window",
+    "render_frame",
+]
 
 # Streams of the seed sequence that are not frames: the flat field must not change
 # from frame to frame, so it has its own stream keyed on the tap.
@@ -83,35 +90,101 @@ class SensorModel:
         return math.sqrt(self.read_noise**2 + signal / self.gain**2)
 
 
-def data_region(acf: AcfConfig, params: Mapping[str, int] | None = None) -> tuple[int, int]:
-    """(lines, pixels) of image data at the start of each tap block; the rest is overscan.
+@dataclass(frozen=True, slots=True)
+class ReadoutWindow:
+    """What the timing script clocks out of each amplifier, in unbinned CCD pixels.
+
+    One definition shared by the pixels (:func:`render_frame`) and the simulator's
+    readout timing, so the rows a readout takes time for are exactly the rows that get
+    charge.  Along each axis the script skips ``preskip``, reads ``lines``/``pixels``
+    of image, skips ``postskip`` and reads ``overscan`` (bias only); binning sums
+    ``vbin`` lines / ``hbin`` pixels into one stored sample, so the stored geometry is
+    ``(lines + overscan) // bin`` (the LINECOUNT/PIXELCOUNT a client applies).
+    """
+
+    lines: int
+    pixels: int
+    overscan_lines: int = 0
+    overscan_pixels: int = 0
+    preskip_lines: int = 0
+    postskip_lines: int = 0
+    preskip_pixels: int = 0
+    postskip_pixels: int = 0
+    vbin: int = 1
+    hbin: int = 1
+
+    @property
+    def data_rows(self) -> int:
+        """Stored image rows (binned)."""
+        return self.lines // self.vbin
+
+    @property
+    def rows(self) -> int:
+        """Stored rows, image plus overscan (binned)."""
+        return (self.lines + self.overscan_lines) // self.vbin
+
+    @property
+    def data_cols(self) -> int:
+        """Stored image pixels per row (binned)."""
+        return self.pixels // self.hbin
+
+    @property
+    def cols(self) -> int:
+        """Stored pixels per row, image plus overscan (binned)."""
+        return (self.pixels + self.overscan_pixels) // self.hbin
+
+    @property
+    def ccd_shape(self) -> tuple[int, int]:
+        """The part of the CCD the window lies in: skipped plus read image pixels."""
+        return (
+            self.preskip_lines + self.lines + self.postskip_lines,
+            self.preskip_pixels + self.pixels + self.postskip_pixels,
+        )
+
+
+def readout_window(acf: AcfConfig, params: Mapping[str, int] | None = None) -> ReadoutWindow:
+    """The window the timing parameters describe.
 
     ``params`` (current timing parameters, any case) override the ACF's, because a
-    client may change the window with FASTLOADPARAM without rewriting the ACF.
+    client may change the window with FASTLOADPARAM without rewriting the ACF.  An
+    absent ``Lines``/``Pixels`` fills the buffer (LINECOUNT x binning less overscan);
+    absent skips and overscan are 0, absent or non-positive binning is 1.
     """
     folded = {k.lower(): v for k, v in (params or {}).items()}
 
-    def lookup(name: str) -> int | None:
+    def lookup(name: str, default: int) -> int:
         if name.lower() in folded:
-            return folded[name.lower()]
+            return max(0, folded[name.lower()])
         try:
-            return acf.parameter_int(name)
-        except KeyError:
-            return None
+            return max(0, acf.parameter_int(name))
+        except (KeyError, ValueError):
+            return default
 
-    return (
-        _data_extent(acf.line_count, lookup("Lines"), lookup("OverscanLines")),
-        _data_extent(acf.pixel_count, lookup("Pixels"), lookup("OverscanPixels")),
+    vbin = max(1, lookup("VerticalBinning", 1))
+    hbin = max(1, lookup("HorizontalBinning", 1))
+    overscan_lines = lookup("OverscanLines", 0)
+    overscan_pixels = lookup("OverscanPixels", 0)
+    return ReadoutWindow(
+        lines=lookup("Lines", max(0, acf.line_count * vbin - overscan_lines)),
+        pixels=lookup("Pixels", max(0, acf.pixel_count * hbin - overscan_pixels)),
+        overscan_lines=overscan_lines,
+        overscan_pixels=overscan_pixels,
+        preskip_lines=lookup("PreSkipLines", 0),
+        postskip_lines=lookup("PostSkipLines", 0),
+        preskip_pixels=lookup("PreSkipPixels", 0),
+        postskip_pixels=lookup("PostSkipPixels", 0),
+        vbin=vbin,
+        hbin=hbin,
     )
 
 
-def _data_extent(total: int, data: int | None, overscan: int | None) -> int:
-    """Data size along one axis, preferring the explicit data count."""
-    if data is not None:
-        return max(0, min(total, data))
-    if overscan is not None:
-        return max(0, total - overscan)
-    return total
+def data_region(acf: AcfConfig, params: Mapping[str, int] | None = None) -> tuple[int, int]:
+    """(rows, columns) of image data at the start of each tap block; the rest is overscan.
+
+    Binned: a window of 512 lines read with VerticalBinning=2 stores 256 image rows.
+    """
+    window = readout_window(acf, params)
+    return min(acf.line_count, window.data_rows), min(acf.pixel_count, window.data_cols)
 
 
 def flat_field(model: SensorModel, tap: int, shape: tuple[int, int]) -> npt.NDArray[np.float32]:
@@ -150,39 +223,54 @@ def render_frame(
 ) -> npt.NDArray[Any]:
     """A whole frame buffer (shape ``acf.buffer_shape``, uint16 or uint32 per sample mode).
 
-    ``lines_read`` < LINECOUNT leaves the later lines of every tap zero, as in a buffer
-    whose readout was cut short.  ``params`` are the timing parameters in force
-    (see :func:`data_region`).
+    ``params`` are the timing parameters in force (see :func:`readout_window`): binned
+    pixels carry the summed charge of ``vbin x hbin`` CCD pixels with one read noise,
+    and a window offset by skipped lines/pixels sees that part of the flat field.
+    Everything after the image data reads as bias (overscan, and rows or columns a
+    window smaller than LINECOUNT/PIXELCOUNT leaves over; the real controller would
+    store garbage there).  Every row from ``lines_read`` on stays zero (a readout cut
+    short).
     """
     if dark_seconds < 0 or light_seconds < 0:
         raise ValueError("dark_seconds and light_seconds must be >= 0")
     dtype = np.uint32 if acf.sample_mode == 1 else np.uint16
     buffer = np.zeros(acf.buffer_shape, dtype=dtype)
-    n_lines = acf.line_count if lines_read is None else max(0, min(lines_read, acf.line_count))
-    data_shape = data_region(acf, params)
+    window = readout_window(acf, params)
+    n_rows = acf.line_count if lines_read is None else max(0, min(lines_read, acf.line_count))
+    data_shape = (min(acf.line_count, window.data_rows), min(acf.pixel_count, window.data_cols))
     rng = np.random.default_rng(np.random.SeedSequence([model.seed, frame_number]))
+    exposure = _Exposure(model, window, dark_seconds, light_seconds)
     for tap, (rows, cols) in enumerate(tap_regions(acf)):
-        block = buffer[rows, cols][:n_lines]
-        _render_tap(block, tap, model, rng, data_shape, dark_seconds, light_seconds)
+        block = buffer[rows, cols][:n_rows]
+        _render_tap(block, tap, exposure, rng, data_shape)
     return buffer
+
+
+@dataclass(frozen=True, slots=True)
+class _Exposure:
+    """What every tap of one frame shares: the detector, the window and the times."""
+
+    model: SensorModel
+    window: ReadoutWindow
+    dark_seconds: float
+    light_seconds: float
 
 
 def _render_tap(
     block: npt.NDArray[Any],
     tap: int,
-    model: SensorModel,
+    exposure: _Exposure,
     rng: np.random.Generator,
     data_shape: tuple[int, int],
-    dark_seconds: float,
-    light_seconds: float,
 ) -> None:
     """Fill one tap block (readout order) in place: data region signal, overscan bias."""
+    model = exposure.model
     lines = min(block.shape[0], data_shape[0])
     pixels = data_shape[1]
     adu = rng.standard_normal(block.shape, dtype=np.float32)
     # The charge pattern is that of the whole data region even when fewer lines were
     # read, so a cut-short frame matches the first lines of the full one.
-    signal = _signal(tap, model, rng, data_shape, dark_seconds, light_seconds)
+    signal = _signal(tap, exposure, rng, data_shape)
     if isinstance(signal, np.ndarray):
         signal = signal[:lines]
     data = adu[:lines, :pixels]
@@ -200,31 +288,47 @@ def _render_tap(
 
 def _signal(
     tap: int,
-    model: SensorModel,
+    exposure: _Exposure,
     rng: np.random.Generator,
     shape: tuple[int, int],
-    dark_seconds: float,
-    light_seconds: float,
 ) -> npt.NDArray[np.float32] | np.float32:
-    """Electrons in each data pixel: dark + flat-fielded light + cosmic rays, clipped.
+    """Electrons in each stored data pixel: dark + flat-fielded light + cosmic rays.
 
-    Stays a scalar when the charge is uniform (bias/dark without cosmics) so the
-    common case costs nothing per pixel.
+    Charge is clipped at full well per CCD pixel, then binned (summed); cosmic rays hit
+    the stored pixels.  Stays a scalar when the charge is uniform (bias/dark without
+    cosmics) so the common case costs nothing per pixel.
     """
-    dark = np.float32(model.dark_current * dark_seconds)
-    signal: npt.NDArray[np.float32] | np.float32 = dark
-    if light_seconds > 0 and model.illumination > 0:
-        flux = np.float32(model.illumination * light_seconds)
-        signal = flat_field(model, tap, shape) * flux + dark
-    hits = int(rng.poisson(model.cosmic_rate * shape[0] * shape[1] * dark_seconds))
-    if hits and shape[0] and shape[1]:
+    model, window = exposure.model, exposure.window
+    binned = window.vbin * window.hbin
+    full_well = np.float32(model.full_well)
+    dark = np.float32(model.dark_current * exposure.dark_seconds)
+    signal: npt.NDArray[np.float32] | np.float32 = np.minimum(dark, full_well) * binned
+    rows, cols = shape
+    if exposure.light_seconds > 0 and model.illumination > 0 and rows and cols:
+        flux = np.float32(model.illumination * exposure.light_seconds)
+        r0, c0 = window.preskip_lines, window.preskip_pixels
+        flat = flat_field(model, tap, window.ccd_shape)
+        charge = flat[r0 : r0 + rows * window.vbin, c0 : c0 + cols * window.hbin] * flux + dark
+        np.minimum(charge, full_well, out=charge)
+        signal = _bin(charge, window.vbin, window.hbin)
+    area = rows * window.vbin * cols * window.hbin
+    hits = int(rng.poisson(model.cosmic_rate * area * exposure.dark_seconds))
+    if hits and rows and cols:
         if not isinstance(signal, np.ndarray):
             signal = np.full(shape, signal, dtype=np.float32)
         _add_cosmics(signal, rng, hits, model.cosmic_electrons)
-    if isinstance(signal, np.ndarray):
-        np.minimum(signal, np.float32(model.full_well), out=signal)
-        return signal
-    return np.float32(min(float(signal), model.full_well))
+        np.minimum(signal, full_well * binned, out=signal)
+    return signal
+
+
+def _bin(charge: npt.NDArray[np.float32], vbin: int, hbin: int) -> npt.NDArray[np.float32]:
+    """Sum ``vbin x hbin`` blocks, as on-chip binning does."""
+    if vbin == hbin == 1:
+        return charge
+    rows, cols = charge.shape[0] // vbin, charge.shape[1] // hbin
+    blocks = charge.reshape(rows, vbin, cols, hbin)
+    summed: npt.NDArray[np.float32] = blocks.sum(axis=(1, 3), dtype=np.float32)
+    return summed
 
 
 def _add_cosmics(
