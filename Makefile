@@ -46,6 +46,7 @@ test: lint typecheck pytest
 bench: sync
 	$(RUN) python -m bench.stages
 	$(RUN) python -m bench.fetch
+	$(RUN) python -m bench.write --repeats 3 --appends 10
 
 tools:
 	apt-get update -qq && apt-get install -y -qq fitsverify hdf5-tools

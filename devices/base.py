@@ -41,10 +41,10 @@ class CCDController(Protocol):
         The shutter is closed when this returns or raises.
         """
 
-    async def readout(self) -> int:
+    async def readout(self, *, delay: int = 0) -> int:
         """Read the CCDs into a frame buffer; return the buffer number when complete."""
 
-    async def fetch(self, buffer: int) -> npt.NDArray[np.uint16] | npt.NDArray[np.uint32]:
+    async def fetch(self, buffer: int = -1) -> npt.NDArray[np.uint16] | npt.NDArray[np.uint32]:
         """Transfer one complete frame buffer into a 2-D array."""
 
     async def abort(self) -> None:

@@ -9,6 +9,7 @@ data and overscan sit in that written image, in FITS 1-based ``[x1:x2,y1:y2]`` f
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -98,6 +99,18 @@ def _bounding_box_if_tiled(boxes: list[Box]) -> Box | None:
     return union if sum(b.area for b in boxes) == union.area else None
 
 
+def data_stats(image: FloatImage, amplifiers: Sequence[AmplifierResult]) -> dict[str, float]:
+    """Quick-look statistics of the science pixels (overscan excluded)."""
+    science = np.concatenate(
+        [image[a.data.r0 : a.data.r1, a.data.c0 : a.data.c1].ravel() for a in amplifiers]
+    )
+    return {
+        "mean": float(science.mean()),
+        "median": float(np.median(science)),
+        "std": float(science.std()),
+    }
+
+
 def process_ccd(
     buffer: npt.NDArray[np.uint16] | npt.NDArray[np.uint32],
     region: CcdRegion,
@@ -133,15 +146,7 @@ def process_ccd(
     datasec = _bounding_box_if_tiled([r.data for r in results])
     bias_boxes = [r.bias for r in results if r.bias is not None]
     biassec = _bounding_box_if_tiled(bias_boxes) if len(bias_boxes) == len(results) else None
-    science = np.concatenate(
-        [out[r.data.r0 : r.data.r1, r.data.c0 : r.data.c1].ravel() for r in results]
-    )
-    stats = {
-        "mean": float(science.mean()),
-        "median": float(np.median(science)),
-        "std": float(science.std()),
-    }
-    return CcdImage(name, out, tuple(results), datasec, biassec, stats)
+    return CcdImage(name, out, tuple(results), datasec, biassec, data_stats(out, results))
 
 
 def process_buffer(

@@ -31,7 +31,11 @@ def test_light_frames_open_the_shutter_and_dark_frames_do_not() -> None:
         ({"image_type": "dark", "exptime": -1}, "exptime", "greater than or equal to 0"),
         ({"image_type": "dark", "exptime": float("nan")}, "exptime", "finite"),
         ({"image_type": "dark", "exptime": 1e9}, "exptime", "less than or equal"),
-        ({"image_type": "science"}, "image_type", "'bias', 'dark', 'flat', 'object', 'arc' or 'test'"),
+        (
+            {"image_type": "science"},
+            "image_type",
+            "'bias', 'dark', 'flat', 'object', 'arc' or 'test'",
+        ),
         ({"image_type": "flat", "count": 0}, "count", "greater than or equal to 1"),
         ({"image_type": "flat", "colour": "red"}, "colour", "Extra inputs"),
         ({"image_type": "object", "object_name": "a\nb"}, "object_name", "pattern"),

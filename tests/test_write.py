@@ -1,7 +1,9 @@
-"""Writing FITS: complete headers, valid checksums, fitsverify-clean, never overwrite."""
+"""Writing an exposure: complete headers, valid checksums, fitsverify-clean, every
+layout, engine and compression; never overwrite; a manifest per night."""
 
 from __future__ import annotations
 
+import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -9,91 +11,179 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
+from schemas.exposure import ExposureSpec
 from schemas.instrument import InstrumentConfig, load_instrument
+from tasks.header import ExposureFacts
 from tasks.instrument import plan_instrument
+from tasks.manifest import verify_manifest
 from tasks.post_process import process_buffer
 from tasks.verify import ChecksumError, verify_fits_checksums
-from tasks.write import ExposureFacts, exposure_path, write_ccd
+from tasks.write import CcdProduct, exposure_paths, write_exposure_files
 
 from .conftest import SIM_YAML
 from .fitscheck import assert_fitsverify_clean
 
-
-@pytest.fixture
-def instrument(tmp_path: Path) -> InstrumentConfig:
-    return load_instrument(SIM_YAML).with_overrides(data_root=tmp_path)
+WHEN = datetime(2026, 11, 21, 3, 4, 5, 123000, tzinfo=UTC)
+STATUS = {"sim1": {"MOD2/TEMPA": -110.0, "MOD2/TEMPB": -106.5, "BACKPLANE_TEMP": 31.5}}
 
 
-def _facts(expnum: int = 7) -> ExposureFacts:
-    return ExposureFacts(
-        expnum=expnum,
-        image_type="dark",
-        exptime=2.5,
-        darktime=2.6,
-        date_obs=datetime(2026, 11, 21, 3, 4, 5, 123000, tzinfo=UTC),
-        object_name=None,
-        controller="sim1",
-        buffer=2,
-        flow_run_id="00000000-0000-0000-0000-000000000001",
-    )
+def _instrument(tmp_path: Path, **storage: object) -> InstrumentConfig:
+    base = load_instrument(SIM_YAML)
+    data = base.model_dump()
+    data["storage"].update(data_root=tmp_path, **storage)
+    return InstrumentConfig.model_validate(data)
 
 
-def _write_first_ccd(instrument: InstrumentConfig, path: Path) -> None:
+def _products(instrument: InstrumentConfig) -> list[CcdProduct]:
     plan = plan_instrument(instrument)[0]
     rng = np.random.default_rng(0)
     buffer = rng.normal(1000, 4, plan.acf.buffer_shape).astype(np.uint16)
-    image = process_buffer(buffer, plan)[0]
-    write_ccd(image, plan.config.ccds[0], _facts(), instrument, path)
+    images = process_buffer(buffer, plan)
+    return [
+        CcdProduct(image, ccd, "sim1", 2)
+        for image, ccd in zip(images, plan.config.ccds, strict=True)
+    ]
 
 
-def test_written_file_has_the_headers_and_valid_checksums(instrument: InstrumentConfig) -> None:
-    path = exposure_path(instrument, "20261120", "r1", 7)
-    _write_first_ccd(instrument, path)
-    assert path.name == "ccdsim-r1-00000007.fits"
-    verify_fits_checksums(path)
-    header = fits.getheader(path)
+def _facts(spec: ExposureSpec, *, status_end: bool = True) -> ExposureFacts:
+    return ExposureFacts(
+        spec=spec,
+        expnum=7,
+        date_obs=WHEN,
+        darktime=2.6,
+        flow_run_id="00000000-0000-0000-0000-000000000001",
+        status_start=STATUS,
+        status_end=STATUS if status_end else {},
+        missing={} if status_end else {"sim1": "no answer within 1 s"},
+        system={"sim1": {"BACKPLANE_VERSION": "1.0.1200"}},
+    )
+
+
+DARK = ExposureSpec(image_type="dark", exptime=2.5, header={"PROPOSER": "team"})
+
+
+def test_per_ccd_files_have_the_headers_and_valid_checksums(tmp_path: Path) -> None:
+    instrument = _instrument(tmp_path)
+    records, warnings = write_exposure_files(_products(instrument), _facts(DARK), instrument, WHEN)
+    assert warnings == []
+    assert [r.path.name for r in records] == ["ccdsim-r1-00000007.fits", "ccdsim-b1-00000007.fits"]
+    assert records[0].path.parent.name == "20261120"  # before noon UTC: the night before
+    for record in records:
+        verify_fits_checksums(record.path)
+        assert_fitsverify_clean(record.path)
+    header = fits.getheader(records[1].path)
     for key in (
         "DATE-OBS",
+        "TIMESYS",
         "MJD-OBS",
         "EXPTIME",
         "DARKTIME",
         "IMAGETYP",
+        "OBSERVAT",
+        "TELESCOP",
+        "INSTRUME",
+        "DETECTOR",
         "CCDNAME",
+        "EXPNUM",
         "GAIN",
         "RDNOISE",
+        "CCDSUM",
         "DATASEC",
         "BIASSEC",
-        "EXPNUM",
-        "INSTRUME",
+        "TRIMSEC",
+        "DETSEC",
+        "CCDTEMP",
+        "FILTER",
+        "OBJECT",
+        "RUNID",
+        "SPECHASH",
+        "SWVERS",
         "CHECKSUM",
         "DATASUM",
     ):
         assert key in header, key
     assert header["DATE-OBS"] == "2026-11-21T03:04:05.123"
-    assert header["EXPTIME"] == 2.5
-    assert header["IMAGETYP"] == "dark"
-    assert header["CCDNAME"] == "r1"
-    assert header["GAIN"] == 1.5
-    assert header["DATASEC"] == "[1:512,1:1024]"
+    assert header["CCDNAME"] == "b1"
+    assert header["CCDTEMP"] == -106.5
+    assert header["DETSEC"] == "[513:1024,1:1024]"
+    assert header["SPECHASH"] == DARK.spec_hash()
+    assert header["PROPOSER"] == "team"
+    assert header["BACKTEMP"] == 31.5
+    assert header["BACKTMPE"] == 31.5
+    assert header["ARCHONV"] == "1.0.1200"
     assert abs(header["OVRSCNA"] - 1000) < 1
-    assert_fitsverify_clean(path)
+    assert verify_manifest(records[0].path.parent) == []
 
 
-def test_an_existing_file_is_never_overwritten(instrument: InstrumentConfig) -> None:
-    path = exposure_path(instrument, "20261120", "r1", 7)
+def test_missing_telemetry_leaves_cards_empty_with_a_warning(tmp_path: Path) -> None:
+    instrument = _instrument(tmp_path)
+    records, warnings = write_exposure_files(
+        _products(instrument), _facts(DARK, status_end=False), instrument, WHEN
+    )
+    assert warnings == ["BACKTMPE: controller.status.BACKPLANE_TEMP missing (no answer within 1 s)"]
+    header = fits.getheader(records[0].path)
+    assert header["BACKTEMP"] == 31.5
+    assert "BACKTMPE" not in header
+    assert "MISSING BACKTMPE: no answer within 1 s" in str(header["COMMENT"])
+    assert_fitsverify_clean(records[0].path)
+
+
+@pytest.mark.parametrize("engine", ["astropy", "fitsio"])
+@pytest.mark.parametrize("compression", ["none", "RICE_1"])
+def test_one_multi_extension_file_per_exposure(
+    tmp_path: Path, engine: str, compression: str
+) -> None:
+    instrument = _instrument(
+        tmp_path,
+        layout="mef",
+        file_template="{instrument}-{expnum:08d}.fits",
+        engine=engine,
+        compression=compression,
+    )
+    records, _ = write_exposure_files(_products(instrument), _facts(DARK), instrument, WHEN)
+    assert [r.path.name for r in records] == ["ccdsim-00000007.fits"]
+    with fits.open(records[0].path) as hdul:
+        assert hdul[0].header["EXPNUM"] == 7
+        names = [hdu.name for hdu in hdul[1:]]
+        assert names == ["r1", "b1"]
+        assert hdul["B1"].header["CCDNAME"] == "b1"
+    verify_fits_checksums(records[0].path)
+    assert_fitsverify_clean(records[0].path)
+
+
+def test_an_existing_file_is_never_overwritten(tmp_path: Path) -> None:
+    instrument = _instrument(tmp_path)
+    path = exposure_paths(instrument, DARK, 7, WHEN)[0]
     path.parent.mkdir(parents=True)
     path.write_bytes(b"precious")
     with pytest.raises(FileExistsError, match="refusing to overwrite"):
-        _write_first_ccd(instrument, path)
+        write_exposure_files(_products(instrument), _facts(DARK), instrument, WHEN)
     assert path.read_bytes() == b"precious"
     assert not list(path.parent.glob(".*.tmp")), "no temporary file may be left behind"
 
 
-def test_corrupted_file_fails_checksum_verification(instrument: InstrumentConfig) -> None:
-    path = exposure_path(instrument, "20261120", "r1", 7)
-    _write_first_ccd(instrument, path)
+def test_a_retried_write_keeps_the_files_it_completed(tmp_path: Path) -> None:
+    instrument = _instrument(tmp_path)
+    first, _ = write_exposure_files(_products(instrument), _facts(DARK), instrument, WHEN)
+    again, _ = write_exposure_files(_products(instrument), _facts(DARK), instrument, WHEN)
+    assert [r.sha256 for r in again] == [r.sha256 for r in first]
+
+
+def test_corrupted_file_fails_checksum_and_manifest(tmp_path: Path) -> None:
+    instrument = _instrument(tmp_path)
+    records, _ = write_exposure_files(_products(instrument), _facts(DARK), instrument, WHEN)
+    path = records[0].path
     raw = bytearray(path.read_bytes())
-    raw[-100] ^= 0xFF  # flip bits in the last data block
+    raw[-100] ^= 0xFF
     path.write_bytes(bytes(raw))
     with pytest.raises(ChecksumError):
         verify_fits_checksums(path)
+    assert verify_manifest(path.parent)
+    completed = subprocess.run(
+        ["sha256sum", "-c", "SHA256SUMS"],
+        cwd=path.parent,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert completed.returncode != 0

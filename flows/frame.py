@@ -1,0 +1,238 @@
+"""One exposure on every controller of the instrument: the stages, in order.
+
+flush -> expose -> readout -> fetch -> post-process (repeated per stacked frame),
+then write. Device tasks are awaited on the flow's own event loop (never submitted to
+threads: those ignore timeouts and cancellation). Telemetry is sampled at integration
+start and end concurrently with the integration and the readout, within a bounded
+time, so a slow source never delays the readout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TypeVar
+
+from prefect import get_run_logger
+from prefect.runtime import flow_run
+
+from devices.archon.window import Window as ReadoutWindow
+from schemas.errors import ConfigError
+from schemas.exposure import ExposureSpec
+from schemas.instrument import InstrumentConfig
+from schemas.results import ExposureResult
+from tasks.expose import expose
+from tasks.fetch import fetch
+from tasks.flush import flush
+from tasks.geometry import plan_for_window, window_for
+from tasks.header import ExposureFacts
+from tasks.instrument import ControllerPlan, ControllerSession
+from tasks.numbering import next_exposure_number
+from tasks.post_process import CcdImage, post_process
+from tasks.readout import readout
+from tasks.stack import combine
+from tasks.telemetry import Snapshot, take_snapshot
+from tasks.write import CcdProduct, exposure_paths, write_exposure
+
+T = TypeVar("T")
+
+SNAPSHOT_TIMEOUT = 1.0
+"""Seconds a telemetry source may take before its cards are marked missing."""
+
+
+class StageClock:
+    """Wall-clock seconds per stage, summed over stacked frames, in stage order."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    async def run(self, stage: str, work: Callable[[], Awaitable[T]]) -> T:
+        start = time.perf_counter()
+        try:
+            return await work()
+        finally:
+            elapsed = time.perf_counter() - start
+            self.seconds[stage] = round(self.seconds.get(stage, 0.0) + elapsed, 4)
+
+
+@dataclass(frozen=True, slots=True)
+class ExposurePlan:
+    """Per controller: the window to set and the geometry post-processing will see."""
+
+    windows: dict[str, ReadoutWindow]
+    plans: dict[str, ControllerPlan]
+
+
+def plan_exposure(
+    spec: ExposureSpec, instrument: InstrumentConfig, sessions: list[ControllerSession]
+) -> ExposurePlan:
+    """Check ``spec`` against the instrument; every problem in one ConfigError."""
+    problems: list[str] = []
+    if spec.filter is not None and spec.filter not in instrument.filters:
+        known = ", ".join(instrument.filters) or "none configured"
+        problems.append(f"filter: {spec.filter!r} is not a filter of {instrument.name} ({known})")
+    windows: dict[str, ReadoutWindow] = {}
+    plans: dict[str, ControllerPlan] = {}
+    for session in sessions:
+        name = session.plan.config.name
+        try:
+            window = window_for(spec, session.plan)
+        except ValueError as exc:
+            problems.append(str(exc))
+            continue
+        if spec.readout_delay and not _defines(session, "WaitCount"):
+            problems.append(f"readout_delay: {name}'s timing script has no WaitCount")
+        if spec.opens_shutter and not session.controller.drives_shutter:
+            problems.append(f"shutter: {name}'s timing script cannot open a shutter")
+        windows[name] = window
+        plans[name] = plan_for_window(session.plan, window)
+    if problems:
+        raise ConfigError(f"exposure spec for {instrument.name}", problems)
+    return ExposurePlan(windows, plans)
+
+
+def _defines(session: ControllerSession, parameter: str) -> bool:
+    return any(key.lower() == parameter.lower() for key in session.plan.acf.parameters)
+
+
+async def _apply_windows(sessions: list[ControllerSession], plan: ExposurePlan) -> None:
+    for session in sessions:
+        window = plan.windows[session.plan.config.name]
+        if session.controller.window != window:
+            await session.controller.set_window(**_window_fields(window))
+
+
+def _window_fields(window: ReadoutWindow) -> dict[str, int]:
+    return {name: getattr(window, name) for name in window.__dataclass_fields__}
+
+
+def _status_readers(
+    sessions: list[ControllerSession],
+) -> dict[str, Callable[[], Awaitable[Mapping[str, float]]]]:
+    def reader(session: ControllerSession) -> Callable[[], Awaitable[Mapping[str, float]]]:
+        async def read() -> Mapping[str, float]:
+            return (await session.controller.status()).values
+
+        return read
+
+    return {s.plan.config.name: reader(s) for s in sessions}
+
+
+@dataclass(slots=True)
+class _Frame:
+    images: dict[str, list[CcdImage]]
+    buffers: dict[str, int]
+    date_obs: datetime
+    darktime: float
+    start: Snapshot
+    end: Snapshot
+
+
+async def _one_frame(
+    sessions: list[ControllerSession], spec: ExposureSpec, plan: ExposurePlan, clock: StageClock
+) -> _Frame:
+    controllers = [s.controller for s in sessions]
+    names = [s.plan.config.name for s in sessions]
+    await clock.run(
+        "flush",
+        lambda: asyncio.gather(*(flush(s.controller, s.plan.config.flush_count) for s in sessions)),
+    )
+    readers = _status_readers(sessions)
+    start_snapshot = asyncio.ensure_future(take_snapshot(readers, timeout=SNAPSHOT_TIMEOUT))
+    integration_start = time.monotonic()
+    starts = await clock.run(
+        "expose",
+        lambda: asyncio.gather(*(expose(c, spec.exptime, spec.opens_shutter) for c in controllers)),
+    )
+    darktime = time.monotonic() - integration_start
+    end_snapshot = asyncio.ensure_future(take_snapshot(readers, timeout=SNAPSHOT_TIMEOUT))
+    buffers = await clock.run(
+        "readout",
+        lambda: asyncio.gather(*(readout(c, spec.readout_delay) for c in controllers)),
+    )
+    frames = await clock.run(
+        "fetch",
+        lambda: asyncio.gather(*(fetch(c, b) for c, b in zip(controllers, buffers, strict=True))),
+    )
+    images = await clock.run(
+        "post_process",
+        lambda: asyncio.gather(
+            *(post_process(f, plan.plans[n]) for f, n in zip(frames, names, strict=True))
+        ),
+    )
+    return _Frame(
+        images=dict(zip(names, images, strict=True)),
+        buffers=dict(zip(names, buffers, strict=True)),
+        date_obs=min(starts),
+        darktime=darktime,
+        start=await start_snapshot,
+        end=await end_snapshot,
+    )
+
+
+async def take_one_exposure(
+    sessions: list[ControllerSession],
+    spec: ExposureSpec,
+    instrument: InstrumentConfig,
+    system: Mapping[str, Mapping[str, str]],
+) -> ExposureResult:
+    """One exposure of ``spec`` (several readouts when stacking): files on disk."""
+    logger = get_run_logger()
+    plan = plan_exposure(spec, instrument, sessions)
+    await _apply_windows(sessions, plan)
+    clock = StageClock()
+    now = datetime.now(UTC)
+    expnum = next_exposure_number(
+        instrument.storage.data_root,
+        taken=lambda n: any(p.exists() for p in exposure_paths(instrument, spec, n, now)),
+    )
+    frames = [
+        await _one_frame(sessions, spec, plan, clock) for _ in range(spec.frames_per_exposure)
+    ]
+    first = frames[0]
+    method = spec.stacking.method if spec.stacking else None
+    products = []
+    for session in sessions:
+        name = session.plan.config.name
+        for index, ccd in enumerate(session.plan.config.ccds):
+            per_frame = [frame.images[name][index] for frame in frames]
+            image = combine(per_frame, method) if method else per_frame[0]
+            products.append(CcdProduct(image, ccd, name, first.buffers[name]))
+    missing = {**first.start.missing, **first.end.missing}
+    for source, reason in missing.items():
+        logger.warning(
+            "telemetry from %s missing: %s; its header cards are left empty", source, reason
+        )
+    run_id = flow_run.get_id()
+    facts = ExposureFacts(
+        spec=spec,
+        expnum=expnum,
+        date_obs=first.date_obs,
+        darktime=sum(f.darktime for f in frames) / len(frames),
+        flow_run_id=str(run_id) if run_id else None,
+        ncombine=len(frames),
+        status_start=first.start.values,
+        status_end=frames[-1].end.values,
+        missing=missing,
+        system=system,
+    )
+    records = await clock.run("write", lambda: write_exposure(products, facts, instrument, now))
+    logger.info(
+        "exposure %d (%s, %.3f s): %d files, %s",
+        expnum,
+        spec.image_type.value,
+        spec.exptime,
+        len(records),
+        ", ".join(f"{k} {v:.3f} s" for k, v in clock.seconds.items()),
+    )
+    return ExposureResult(
+        expnum=expnum,
+        image_type=spec.image_type,
+        exptime=spec.exptime,
+        date_obs=first.date_obs,
+        files=records,
+        timings=clock.seconds,
+    )

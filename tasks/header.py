@@ -1,0 +1,213 @@
+"""The cards of one CCD's header: standard cards, provenance, and configured cards.
+
+Values come from the exposure, the instrument config, the CCD's processed image and
+the telemetry snapshots; configured cards name their source (see schemas/header.py)
+and are resolved here by lookup. A source that is missing (telemetry that did not
+answer) gives a card with an undefined value and a comment that says so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from importlib.metadata import PackageNotFoundError, version
+
+from astropy.time import Time
+
+from schemas.exposure import ExposureSpec
+from schemas.header import HeaderCard, Snapshot
+from schemas.instrument import CcdConfig, InstrumentConfig
+from tasks.fits_cards import Card
+from tasks.post_process import CcdImage
+
+
+def software_version() -> str:
+    try:
+        return version("ccdflow")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class ExposureFacts:
+    """What happened during one exposure: the same for every CCD."""
+
+    spec: ExposureSpec
+    expnum: int
+    date_obs: datetime
+    darktime: float
+    flow_run_id: str | None
+    ncombine: int = 1
+    status_start: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    status_end: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    missing: Mapping[str, str] = field(default_factory=dict)
+    system: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+
+
+def exposure_cards(facts: ExposureFacts, instrument: InstrumentConfig) -> list[Card]:
+    """Cards about the exposure as a whole (also the primary header of a MEF file)."""
+    spec = facts.spec
+    obs = Time(facts.date_obs, scale="utc")
+    cards: list[Card] = [
+        ("DATE-OBS", obs.isot, "start of integration (UTC)"),
+        ("TIMESYS", "UTC", "time scale of DATE-OBS and MJD-OBS"),
+        ("MJD-OBS", round(float(obs.mjd), 8), "MJD of start of integration (UTC)"),
+        ("EXPTIME", round(spec.exptime, 6), "[s] integration time of one frame"),
+        ("DARKTIME", round(facts.darktime, 6), "[s] integration start to readout start"),
+        ("IMAGETYP", spec.image_type.value, "bias, dark, flat, object, arc or test"),
+        ("SHUTTER", "open" if spec.opens_shutter else "closed", "shutter during integration"),
+        ("EXPNUM", facts.expnum, "exposure number"),
+        ("OBSERVAT", instrument.observatory, "observatory"),
+        ("TELESCOP", instrument.telescope, "telescope"),
+        ("INSTRUME", instrument.name, "instrument"),
+        ("FILTER", spec.filter or "none", "filter"),
+    ]
+    cards.append(("OBJECT", spec.object_name or "", "object name"))
+    if spec.coordinates is not None:
+        cards += [
+            ("RA", spec.coordinates.ra_deg, "[deg] right ascension (requested)"),
+            ("DEC", spec.coordinates.dec_deg, "[deg] declination (requested)"),
+            ("RADESYS", "ICRS", "reference frame of RA and DEC"),
+        ]
+    if spec.stacking is not None:
+        cards += [
+            ("NCOMBINE", facts.ncombine, "frames combined into this image"),
+            ("COMBMETH", spec.stacking.method.value, "how the frames were combined"),
+        ]
+    if facts.flow_run_id:
+        cards.append(("RUNID", facts.flow_run_id, "Prefect flow-run id"))
+    cards += [
+        ("SPECHASH", spec.spec_hash(), "sha256 (16 hex) of the exposure spec"),
+        ("ORIGIN", "ccdflow", "software that wrote this file"),
+        ("SWVERS", software_version(), "ccdflow version"),
+    ]
+    cards += [(keyword, value, "from the exposure spec") for keyword, value in spec.header.items()]
+    return cards
+
+
+def ccd_cards(
+    image: CcdImage, ccd: CcdConfig, controller: str, buffer: int, facts: ExposureFacts
+) -> list[Card]:
+    """Cards about one CCD: identity, gain, geometry, overscan levels, temperature."""
+    binning = facts.spec.binning
+    cards: list[Card] = [
+        ("DETECTOR", ccd.name, "detector"),
+        ("CCDNAME", ccd.name, "CCD name"),
+        ("CONTRLR", controller, "Archon controller"),
+        ("FRAMEBUF", buffer, "controller frame buffer read"),
+        ("GAIN", ccd.gain, "[e-/ADU] gain"),
+        ("RDNOISE", ccd.read_noise, "[e-] read noise"),
+        ("CCDSUM", f"{binning.x} {binning.y}", "binning: columns, lines"),
+        ("BUNIT", "adu", "overscan-subtracted counts"),
+    ]
+    if image.datasec is not None:
+        cards += [
+            ("DATASEC", image.datasec.fits(), "science pixels"),
+            ("TRIMSEC", image.datasec.fits(), "section to keep after trimming"),
+        ]
+        if facts.spec.window is None:
+            x0, y0 = ccd.mosaic_origin
+            width = (image.datasec.c1 - image.datasec.c0) * binning.x
+            height = (image.datasec.r1 - image.datasec.r0) * binning.y
+            detsec = f"[{x0 + 1}:{x0 + width},{y0 + 1}:{y0 + height}]"
+            cards.append(("DETSEC", detsec, "unbinned mosaic pixels of DATASEC"))
+    if image.biassec is not None:
+        cards.append(("BIASSEC", image.biassec.fits(), "overscan pixels"))
+    cards.append(("NAMPS", len(image.amplifiers), "amplifiers read"))
+    gains = {amp.name: amp for amp in ccd.amplifiers}
+    for amp in image.amplifiers:
+        cards.append((f"DATASEC{amp.name}", amp.data.fits(), f"science pixels of amp {amp.name}"))
+        if amp.bias is not None:
+            cards.append((f"BIASSEC{amp.name}", amp.bias.fits(), f"overscan of amp {amp.name}"))
+        cards.append(
+            (
+                f"OVRSCN{amp.name}",
+                round(amp.overscan_level, 3),
+                f"[adu] overscan level, amp {amp.name}",
+            )
+        )
+        if amp.name in gains:
+            cards.append(
+                (f"GAIN{amp.name}", gains[amp.name].gain, f"[e-/ADU] gain of amp {amp.name}")
+            )
+            cards.append(
+                (
+                    f"RDNOISE{amp.name}",
+                    gains[amp.name].read_noise,
+                    f"[e-] read noise, amp {amp.name}",
+                )
+            )
+    if ccd.temperature_key:
+        status = facts.status_start.get(controller)
+        temperature = status.get(ccd.temperature_key) if status else None
+        if temperature is None:
+            reason = facts.missing.get(controller, f"{ccd.temperature_key} not in STATUS")
+            cards.append(missing_card("CCDTEMP", reason))
+        else:
+            comment = f"[degC] {ccd.temperature_key} at integration start"
+            cards.append(("CCDTEMP", temperature, comment))
+    for stat, value in image.stats.items():
+        cards.append((f"Q{stat.upper()[:7]}", round(value, 4), f"[adu] quick-look {stat} of data"))
+    return cards
+
+
+def missing_card(keyword: str, reason: str) -> Card:
+    """A COMMENT that stands where a card whose source did not answer would be."""
+    return ("COMMENT", f"MISSING {keyword.removeprefix('HIERARCH ')}: {reason}"[:72], "")
+
+
+def configured_cards(
+    cards: list[HeaderCard],
+    facts: ExposureFacts,
+    instrument: InstrumentConfig,
+    ccd: CcdConfig,
+    controller: str,
+) -> tuple[list[Card], list[str]]:
+    """Resolve the instrument's configured cards; also return warnings for missing ones."""
+    resolved: list[Card] = []
+    warnings: list[str] = []
+    for card in cards:
+        if card.source is None:
+            assert card.value is not None  # the model holds exactly one of them
+            resolved.append((card.keyword, card.value, card.full_comment))
+            continue
+        when = [(card.keyword, facts.status_start)]
+        if card.snapshot is Snapshot.END:
+            when = [(card.keyword, facts.status_end)]
+        elif card.snapshot is Snapshot.BOTH:
+            assert card.end_keyword is not None
+            when = [(card.keyword, facts.status_start), (card.end_keyword, facts.status_end)]
+        for keyword, status in when:
+            raw = _lookup(card.source, facts, instrument, ccd, controller, status)
+            if raw is None:
+                reason = facts.missing.get(controller, f"{card.source} not available")
+                warnings.append(f"{keyword}: {card.source} missing ({reason})")
+                resolved.append(missing_card(keyword, reason))
+            else:
+                resolved.append((keyword, card.convert(raw), card.full_comment))
+    return resolved, warnings
+
+
+def _lookup(
+    source: str,
+    facts: ExposureFacts,
+    instrument: InstrumentConfig,
+    ccd: CcdConfig,
+    controller: str,
+    status: Mapping[str, Mapping[str, float]],
+) -> object | None:
+    parts = source.split(".")
+    if parts[0] == "exposure":
+        value: object = getattr(facts.spec, parts[1])
+        return value.value if isinstance(value, StrEnum) else value
+    if parts[0] == "instrument":
+        identity: object = getattr(instrument, parts[1])
+        return identity
+    if parts[0] == "ccd":
+        field_value: object = getattr(ccd, parts[1])
+        return field_value
+    if parts[1] == "status":
+        return status.get(controller, {}).get(parts[2])
+    return facts.system.get(controller, {}).get(parts[2])
