@@ -1,4 +1,4 @@
-"""The ``ccdflow`` command: run the demo, the simulator, or exposures.
+"""The ``ccdflow`` command: run the demo, the simulator, exposures, or a spec file.
 
 Heavy imports (Prefect, numpy) happen inside the commands, after the Prefect
 environment is configured, so ``ccdflow --help`` is instant and Prefect never starts
@@ -9,14 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import signal
+from collections.abc import Coroutine
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
 from flows.settings import configure_prefect
+
+if TYPE_CHECKING:
+    from schemas.fits_rules import CardValue
+    from schemas.instrument import InstrumentConfig
+    from schemas.results import SequenceResult
 
 app = typer.Typer(
     name="ccdflow",
@@ -37,7 +44,15 @@ class CliImageType(StrEnum):
     test = "test"
 
 
-def _fail(message: str, code: int = 2) -> None:
+class CliStackMethod(StrEnum):
+    """StackMethod's values, repeated so ``--help`` does not import the schemas."""
+
+    median = "median"
+    mean = "mean"
+    sum = "sum"
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
     typer.secho(message, fg=typer.colors.RED, err=True)
     raise typer.Exit(code)
 
@@ -83,47 +98,209 @@ def sim(
     typer.echo("simulator stopped")
 
 
+InstrumentOption = Annotated[Path, typer.Option(help="instrument YAML")]
+HostOption = Annotated[str | None, typer.Option(help="override the controller host")]
+PortOption = Annotated[int | None, typer.Option(help="override the controller port")]
+DataOption = Annotated[Path | None, typer.Option(help="override the data root")]
+
+
+def _instrument_config(
+    path: Path, host: str | None, port: int | None, data: Path | None
+) -> InstrumentConfig:
+    """The instrument file with the command line's overrides, or exit 2 saying why."""
+    from pydantic import ValidationError
+
+    from schemas.errors import ConfigError
+    from schemas.instrument import load_instrument
+
+    try:
+        return load_instrument(path).with_overrides(host=host, port=port, data_root=data)
+    except ValidationError as exc:
+        _fail(str(ConfigError.from_validation("command-line overrides", exc)))
+    except ConfigError as exc:
+        _fail(str(exc))
+
+
+def _run_flow(flow_call: Coroutine[Any, Any, SequenceResult]) -> None:
+    """Run a flow and print its summary; a spec the controllers refuse exits 2.
+
+    The flow checks each spec against the controllers' geometry and timing script
+    once connected (windows, readout delay, shutter): that is still bad input, not
+    a failure of the run, so it gets the same exit code as the checks made here.
+    """
+    from flows.summary import print_sequence_summary
+    from schemas.errors import ConfigError
+
+    try:
+        result = asyncio.run(flow_call)
+    except ConfigError as exc:
+        _fail(str(exc))
+    print_sequence_summary(result)
+
+
+_BINNING = re.compile(r"\s*(\d+)\s*[xX]\s*(\d+)\s*")
+_INTEGER = re.compile(r"[+-]?\d+")
+_REAL = re.compile(r"[+-]?(\d+\.\d*|\.\d+|\d+)([eE][+-]?\d+)?")
+
+
+def parse_binning(text: str) -> dict[str, int] | None:
+    """``2x2`` -> ``{"x": 2, "y": 2}``; None if ``text`` is not of that form.
+
+    Only the form is checked here; the limits (1 to 16) are the model's to report.
+    """
+    match = _BINNING.fullmatch(text)
+    return {"x": int(match[1]), "y": int(match[2])} if match else None
+
+
+def parse_card_value(text: str) -> CardValue:
+    """A header value as typed: an integer, else a real, else true/false, else text.
+
+    Numbers are recognised by their written form, not by ``int()``/``float()``, which
+    also accept ``1_000``, ``nan`` and ``inf``: those stay text, as typed, instead of
+    becoming values FITS cannot store or the operator did not mean.
+    """
+    if _INTEGER.fullmatch(text):
+        return int(text)
+    if _REAL.fullmatch(text):
+        return float(text)
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    return text
+
+
+def _header_cards(pairs: list[str], problems: list[str]) -> dict[str, CardValue]:
+    """``KEY=VALUE`` options as header cards; malformed or repeated ones go to problems.
+
+    A repeated key is refused rather than the last one winning, since a dict would
+    otherwise drop the first value without a word.
+    """
+    cards: dict[str, CardValue] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            problems.append(f"header: {pair!r} is not KEY=VALUE (--header)")
+        elif key in cards:
+            problems.append(f"header.{key}: given twice (--header)")
+        else:
+            cards[key] = parse_card_value(value)
+    return cards
+
+
 @app.command()
 def expose(
     image_type: Annotated[CliImageType, typer.Option("--type", help="kind of exposure")],
     count: Annotated[int, typer.Option(help="number of frames")] = 1,
     exptime: Annotated[float, typer.Option(help="seconds (ignored for bias)")] = 0.0,
     object_name: Annotated[str | None, typer.Option("--object", help="OBJECT card")] = None,
-    instrument: Annotated[Path, typer.Option(help="instrument YAML")] = DEFAULT_INSTRUMENT,
-    host: Annotated[str | None, typer.Option(help="override the controller host")] = None,
-    port: Annotated[int | None, typer.Option(help="override the controller port")] = None,
-    data: Annotated[Path | None, typer.Option(help="override the data root")] = None,
+    filter_name: Annotated[
+        str | None, typer.Option("--filter", metavar="NAME", help="one of the instrument's")
+    ] = None,
+    binning: Annotated[
+        str | None, typer.Option("--bin", metavar="XxY", help="on-chip binning, e.g. 2x2")
+    ] = None,
+    stack: Annotated[
+        int | None, typer.Option(metavar="N", help="combine N readouts into each frame")
+    ] = None,
+    stack_method: Annotated[
+        CliStackMethod | None, typer.Option(help="how stacked readouts combine (default: median)")
+    ] = None,
+    header: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="KEY=VALUE",
+            help="extra FITS card (repeatable); VALUE is read as int, float, true/false or text",
+        ),
+    ] = None,
+    instrument: InstrumentOption = DEFAULT_INSTRUMENT,
+    host: HostOption = None,
+    port: PortOption = None,
+    data: DataOption = None,
 ) -> None:
     """Take COUNT frames of one kind on the instrument (e.g. a running `ccdflow sim`)."""
     from pydantic import ValidationError
 
+    from flows.spec_files import check_filters
     from schemas.errors import ConfigError
     from schemas.exposure import ExposureSpec, SequenceSpec
-    from schemas.instrument import load_instrument
 
+    # Option-syntax problems and the model's are reported together, every one at once.
+    problems: list[str] = []
+    fields: dict[str, Any] = {
+        "image_type": image_type.value,
+        "exptime": exptime,
+        "count": count,
+        "object_name": object_name,
+        "filter": filter_name,
+        "header": _header_cards(header or [], problems),
+    }
+    if binning is not None:
+        parsed = parse_binning(binning)
+        if parsed is None:
+            problems.append(f"binning: {binning!r} is not XxY, e.g. 2x2 (--bin)")
+        else:
+            fields["binning"] = parsed
+    if stack is not None:
+        fields["stacking"] = {"frames": stack}
+        if stack_method is not None:
+            fields["stacking"]["method"] = stack_method.value
+    elif stack_method is not None:
+        problems.append("stacking: --stack-method needs --stack N, the readouts to combine")
     try:
-        spec = ExposureSpec(
-            image_type=image_type.value, exptime=exptime, count=count, object_name=object_name
-        )
+        spec = ExposureSpec.model_validate(fields)
     except ValidationError as exc:
-        _fail(str(ConfigError.from_validation("exposure spec", exc)))
-        return
+        problems += ConfigError.from_validation("exposure spec", exc).problems
+    if problems:
+        _fail(str(ConfigError("exposure spec", problems)))
+    config = _instrument_config(instrument, host, port, data)
     try:
-        config = load_instrument(instrument).with_overrides(host=host, port=port, data_root=data)
-    except ValidationError as exc:
-        _fail(str(ConfigError.from_validation("command-line overrides", exc)))
-        return
+        check_filters(spec, config, f"exposure spec for {config.name}")
     except ConfigError as exc:
         _fail(str(exc))
-        return
     configure_prefect()
     from flows.exposure import run_sequence
-    from flows.summary import print_sequence_summary
 
-    result = asyncio.run(
+    _run_flow(
         run_sequence(SequenceSpec(name=f"expose-{image_type.value}", exposures=[spec]), config)
     )
-    print_sequence_summary(result)
+
+
+@app.command()
+def run(
+    file: Annotated[
+        Path,
+        typer.Argument(
+            metavar="FILE",
+            help="a sequence (has exposures) or calibration set (biases, darks, flats, arcs), "
+            "YAML or JSON",
+            show_default=False,
+        ),
+    ],
+    instrument: InstrumentOption = DEFAULT_INSTRUMENT,
+    host: HostOption = None,
+    port: PortOption = None,
+    data: DataOption = None,
+) -> None:
+    """Run the sequence or calibration set in FILE (see deploy/examples/)."""
+    from flows.spec_files import check_filters, load_spec_file
+    from schemas.errors import ConfigError
+    from schemas.exposure import CalibrationSpec
+
+    try:
+        spec = load_spec_file(file)
+    except ConfigError as exc:
+        _fail(str(exc))
+    config = _instrument_config(instrument, host, port, data)
+    try:
+        check_filters(spec, config, f"spec file {file} for {config.name}")
+    except ConfigError as exc:
+        _fail(str(exc))
+    configure_prefect()
+    from flows.exposure import calibrations, run_sequence
+
+    if isinstance(spec, CalibrationSpec):
+        _run_flow(calibrations(spec, config))
+    else:
+        _run_flow(run_sequence(spec, config))
 
 
 if __name__ == "__main__":

@@ -20,7 +20,8 @@ from schemas.errors import ConfigError
 from schemas.exposure import CalibrationSpec, ExposureSpec, SequenceSpec
 from schemas.instrument import InstrumentConfig
 from schemas.results import ExposureResult, SequenceResult
-from tasks.instrument import ControllerSession, open_instrument, plan_instrument
+from tasks.archive import SequenceArchiver
+from tasks.instrument import ControllerPlan, ControllerSession, open_instrument, plan_instrument
 
 
 def _current_flow_run_id() -> str | None:
@@ -34,15 +35,22 @@ async def _system_info(sessions: list[ControllerSession]) -> dict[str, Mapping[s
 
 
 def _check_all(
-    specs: list[ExposureSpec], instrument: InstrumentConfig, sessions: list[ControllerSession]
+    specs: list[ExposureSpec], instrument: InstrumentConfig, plans: list[ControllerPlan]
 ) -> None:
-    """Every spec of the run is checked before the first exposure starts."""
+    """Every spec of the run is checked before any controller is contacted."""
     problems: list[str] = []
     for index, spec in enumerate(specs):
         try:
-            plan_exposure(spec, instrument, sessions)
+            plan_exposure(spec, instrument, plans)
         except ConfigError as exc:
             problems += [f"exposures.{index}.{problem}" for problem in exc.problems]
+    if instrument.archive.hdf5:
+        shapes = {(spec.binning, spec.window) for spec in specs}
+        if len(shapes) > 1:
+            problems.append(
+                "archive.hdf5: one HDF5 archive holds one geometry; this run mixes "
+                "binnings or windows (archive them in separate runs)"
+            )
     if problems:
         raise ConfigError(f"sequence for {instrument.name}", problems)
 
@@ -52,16 +60,27 @@ async def _take_all(
 ) -> SequenceResult:
     logger = get_run_logger()
     plans = plan_instrument(instrument)
+    _check_all(specs, instrument, plans)
     start = time.perf_counter()
     total = sum(spec.count for spec in specs)
     results: list[ExposureResult] = []
+    archiver = (
+        SequenceArchiver(instrument, name, _current_flow_run_id())
+        if instrument.archive.hdf5
+        else None
+    )
     async with open_instrument(plans) as sessions:
-        _check_all(specs, instrument, sessions)
         system = await _system_info(sessions)
-        for spec in specs:
-            for _ in range(spec.count):
-                results.append(await take_one_exposure(sessions, spec, instrument, system))
-                logger.info("%s: %d of %d exposures done", name, len(results), total)
+        try:
+            for spec in specs:
+                for _ in range(spec.count):
+                    results.append(
+                        await take_one_exposure(sessions, spec, instrument, system, archiver)
+                    )
+                    logger.info("%s: %d of %d exposures done", name, len(results), total)
+        finally:
+            if archiver is not None:
+                archiver.close()
     return SequenceResult(
         name=name,
         flow_run_id=_current_flow_run_id(),

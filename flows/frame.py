@@ -24,6 +24,7 @@ from schemas.errors import ConfigError
 from schemas.exposure import ExposureSpec
 from schemas.instrument import InstrumentConfig
 from schemas.results import ExposureResult
+from tasks.archive import SequenceArchiver, archive
 from tasks.expose import expose
 from tasks.fetch import fetch
 from tasks.flush import flush
@@ -67,35 +68,36 @@ class ExposurePlan:
 
 
 def plan_exposure(
-    spec: ExposureSpec, instrument: InstrumentConfig, sessions: list[ControllerSession]
+    spec: ExposureSpec, instrument: InstrumentConfig, plans: list[ControllerPlan]
 ) -> ExposurePlan:
-    """Check ``spec`` against the instrument; every problem in one ConfigError."""
+    """Check ``spec`` against the instrument's configs and ACFs (no device is asked);
+    every problem in one ConfigError."""
     problems: list[str] = []
     if spec.filter is not None and spec.filter not in instrument.filters:
         known = ", ".join(instrument.filters) or "none configured"
         problems.append(f"filter: {spec.filter!r} is not a filter of {instrument.name} ({known})")
     windows: dict[str, ReadoutWindow] = {}
-    plans: dict[str, ControllerPlan] = {}
-    for session in sessions:
-        name = session.plan.config.name
+    exposure_plans: dict[str, ControllerPlan] = {}
+    for plan in plans:
+        name = plan.config.name
         try:
-            window = window_for(spec, session.plan)
+            window = window_for(spec, plan)
         except ValueError as exc:
             problems.append(str(exc))
             continue
-        if spec.readout_delay and not _defines(session, "WaitCount"):
+        if spec.readout_delay and not _defines(plan, "WaitCount"):
             problems.append(f"readout_delay: {name}'s timing script has no WaitCount")
-        if spec.opens_shutter and not session.controller.drives_shutter:
+        if spec.opens_shutter and not _defines(plan, "OpenShutter"):
             problems.append(f"shutter: {name}'s timing script cannot open a shutter")
         windows[name] = window
-        plans[name] = plan_for_window(session.plan, window)
+        exposure_plans[name] = plan_for_window(plan, window)
     if problems:
         raise ConfigError(f"exposure spec for {instrument.name}", problems)
-    return ExposurePlan(windows, plans)
+    return ExposurePlan(windows, exposure_plans)
 
 
-def _defines(session: ControllerSession, parameter: str) -> bool:
-    return any(key.lower() == parameter.lower() for key in session.plan.acf.parameters)
+def _defines(plan: ControllerPlan, parameter: str) -> bool:
+    return any(key.lower() == parameter.lower() for key in plan.acf.parameters)
 
 
 async def _apply_windows(sessions: list[ControllerSession], plan: ExposurePlan) -> None:
@@ -178,10 +180,12 @@ async def take_one_exposure(
     spec: ExposureSpec,
     instrument: InstrumentConfig,
     system: Mapping[str, Mapping[str, str]],
+    archiver: SequenceArchiver | None = None,
 ) -> ExposureResult:
-    """One exposure of ``spec`` (several readouts when stacking): files on disk."""
+    """One exposure of ``spec`` (several readouts when stacking): files on disk, and
+    appended to the run's HDF5 archive when there is one."""
     logger = get_run_logger()
-    plan = plan_exposure(spec, instrument, sessions)
+    plan = plan_exposure(spec, instrument, [s.plan for s in sessions])
     await _apply_windows(sessions, plan)
     clock = StageClock()
     now = datetime.now(UTC)
@@ -220,6 +224,9 @@ async def take_one_exposure(
         system=system,
     )
     records = await clock.run("write", lambda: write_exposure(products, facts, instrument, now))
+    archive_path = None
+    if archiver is not None:
+        archive_path = await clock.run("archive", lambda: archive(archiver, products, facts, now))
     logger.info(
         "exposure %d (%s, %.3f s): %d files, %s",
         expnum,
@@ -234,5 +241,6 @@ async def take_one_exposure(
         exptime=spec.exptime,
         date_obs=first.date_obs,
         files=records,
+        archive=archive_path,
         timings=clock.seconds,
     )

@@ -31,6 +31,7 @@ class ExposureResult(BaseModel):
     exptime: float
     date_obs: datetime
     files: list[FileRecord]
+    archive: Path | None = Field(default=None, description="HDF5 archive it was appended to")
     timings: dict[str, float] = Field(description="seconds per stage, in stage order")
 
 

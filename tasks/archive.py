@@ -1,0 +1,97 @@
+"""Stage 7: append each exposure to the sequence's HDF5 archive, as it completes.
+
+One archive per run (sequence or calibration set), beside the night's FITS files:
+a cube per CCD and a table of header values per frame (tasks/hdf5_archive.py). It is
+created at the first exposure, when the CCD shapes are known, and readable by others
+while it grows (SWMR). The FITS files stay the primary product: they are written and
+in the manifest before the archive is touched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from schemas.instrument import InstrumentConfig
+from schemas.naming import sanitize
+from tasks.hdf5_archive import ColumnKind, SequenceArchive
+from tasks.header import ExposureFacts, software_version
+from tasks.write import CcdProduct, night_folder
+
+COLUMNS: list[tuple[str, ColumnKind]] = [
+    ("imagetyp", "str"),
+    ("exptime", "float"),
+    ("darktime", "float"),
+    ("date_obs", "str"),
+    ("filter", "str"),
+    ("object", "str"),
+    ("ncombine", "int"),
+    ("spechash", "str"),
+]
+
+
+class SequenceArchiver:
+    """Owns the archive of one run; call :meth:`close` when the run ends."""
+
+    def __init__(self, instrument: InstrumentConfig, run_name: str, run_id: str | None) -> None:
+        self.instrument = instrument
+        self.run_name = run_name
+        self.run_id = run_id
+        self.path: Path | None = None
+        self._archive: SequenceArchive | None = None
+
+    def append(self, products: list[CcdProduct], facts: ExposureFacts, when: datetime) -> Path:
+        frames = {p.ccd.name: p.image.data for p in products}
+        if self._archive is None:
+            self.path = night_folder(self.instrument, when) / (
+                f"{self.instrument.name}-{sanitize(self.run_name)}-{facts.expnum:08d}.h5"
+            )
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._archive = SequenceArchive.create(
+                self.path,
+                {name: (data.shape[0], data.shape[1]) for name, data in frames.items()},
+                dtype=np.dtype(np.float32),
+                provenance={
+                    "instrument": self.instrument.name,
+                    "run": self.run_name,
+                    "flow_run_id": self.run_id or "",
+                    "ccdflow_version": software_version(),
+                },
+                columns=COLUMNS,
+            )
+        self._archive.append(facts.expnum, frames, _row(facts))
+        assert self.path is not None
+        return self.path
+
+    def close(self) -> None:
+        if self._archive is not None:
+            self._archive.close()
+            self._archive = None
+
+
+def _row(facts: ExposureFacts) -> dict[str, Any]:
+    spec = facts.spec
+    return {
+        "imagetyp": spec.image_type.value,
+        "exptime": spec.exptime,
+        "darktime": facts.darktime,
+        "date_obs": facts.date_obs.isoformat(),
+        "filter": spec.filter or "none",
+        "object": spec.object_name or "",
+        "ncombine": facts.ncombine,
+        "spechash": spec.spec_hash(),
+    }
+
+
+@task(name="archive", cache_policy=NO_CACHE, persist_result=False)
+async def archive(
+    archiver: SequenceArchiver, products: list[CcdProduct], facts: ExposureFacts, when: datetime
+) -> Path:
+    """Append in a worker thread: HDF5 compression and checksums are CPU work."""
+    return await asyncio.to_thread(archiver.append, products, facts, when)
