@@ -142,7 +142,7 @@ async def serve(acf_path: Path) -> None:
                     print("cap unavailable", flush=True)
                     continue
                 value = None if line[1] == "none" else float(line[1])
-                sim.bandwidth_limit_bps = value  # type: ignore[attr-defined]
+                sim.bandwidth_limit_bps = value
                 print(f"cap {value}", flush=True)
             else:
                 print(f"unknown {line}", flush=True)

@@ -20,25 +20,31 @@ from pathlib import Path
 from tempfile import TemporaryDirectory
 
 from flows.settings import configure_prefect
+from schemas.instrument import InstrumentConfig
 
 RESULTS = Path(__file__).resolve().parent / "results"
 STAGES = ("flush", "expose", "readout", "fetch", "post_process", "write")
 
 
-async def _bare_frames(instrument: object, frames: int, data_root: Path) -> list[dict[str, float]]:
+async def _bare_frames(
+    instrument: InstrumentConfig, frames: int, data_root: Path
+) -> list[dict[str, float]]:
     """The same six stages called directly on the adapter and the pure functions."""
-    from schemas.instrument import InstrumentConfig
+    from schemas.exposure import ExposureSpec
+    from tasks.header import ExposureFacts
     from tasks.instrument import open_instrument, plan_instrument
+    from tasks.numbering import next_exposure_number
     from tasks.post_process import process_buffer
-    from tasks.write import ExposureFacts, exposure_path, write_ccd
+    from tasks.write import CcdProduct, write_exposure_files
 
-    assert isinstance(instrument, InstrumentConfig)
-    plans = plan_instrument(instrument)
+    bare = instrument.with_overrides(data_root=data_root / "bare")
+    spec = ExposureSpec(image_type="bias")
+    plans = plan_instrument(bare)
     timings: list[dict[str, float]] = []
     async with open_instrument(plans) as sessions:
         session = sessions[0]
         ctrl = session.controller
-        for n in range(frames):
+        for _ in range(frames):
             t: dict[str, float] = {}
             start = time.perf_counter()
             await ctrl.flush(session.plan.config.flush_count)
@@ -56,20 +62,19 @@ async def _bare_frames(instrument: object, frames: int, data_root: Path) -> list
             images = await asyncio.to_thread(process_buffer, pixels, session.plan)
             t["post_process"] = time.perf_counter() - start
             start = time.perf_counter()
+            now = datetime.now(UTC)
             facts = ExposureFacts(
-                expnum=n + 1,
-                image_type="bias",
-                exptime=0.0,
+                spec=spec,
+                expnum=next_exposure_number(bare.storage.data_root, taken=lambda n: False),
+                date_obs=now,
                 darktime=0.0,
-                date_obs=datetime.now(UTC),
-                object_name=None,
-                controller=session.plan.config.name,
-                buffer=buffer,
                 flow_run_id=None,
             )
-            for image, ccd in zip(images, session.plan.config.ccds, strict=True):
-                path = exposure_path(instrument, "bare", ccd.name, n + 1)
-                await asyncio.to_thread(write_ccd, image, ccd, facts, instrument, path)
+            products = [
+                CcdProduct(image, ccd, session.plan.config.name, buffer)
+                for image, ccd in zip(images, session.plan.config.ccds, strict=True)
+            ]
+            await asyncio.to_thread(write_exposure_files, products, facts, bare, now)
             t["write"] = time.perf_counter() - start
             timings.append(t)
     return timings
