@@ -114,9 +114,9 @@ def _filters_asked(spec: ExposureSpec | RunSpec) -> Iterator[tuple[str, str]]:
 def check_filters(spec: ExposureSpec | RunSpec, instrument: InstrumentConfig, source: str) -> None:
     """Refuse filters the instrument does not have, before anything connects.
 
-    The flow checks this too, but only after it has connected to and reset the
-    controllers (and started Prefect); a misspelt filter is an input error the
-    command line can report at once, with exit code 2.
+    The flow checks this too, but only once Prefect has started; a misspelt filter is
+    an input error the command line can report at once, with exit code 2, and with
+    the path in the file it came from (``flats.1.filter``).
     """
     known = ", ".join(instrument.filters) or "none configured"
     problems = [

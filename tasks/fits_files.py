@@ -29,13 +29,13 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from astropy.io import fits
 
+from schemas.instrument import CompressionName, FitsEngineName
 from tasks.fits_cards import Card, CardError, extname_card, render_cards
 from tasks.manifest import append_manifest, verify_manifest
 from tasks.publish import HashingWriter, WrittenFile, publish_by_path, publish_stream
@@ -61,14 +61,9 @@ _FLOAT_DTYPES = frozenset(np.dtype(t).str[1:] for t in ("f4", "f8"))
 _UNCOMPRESSED_ONLY = frozenset({np.dtype("i8").str[1:]})  # Rice codes at most 32 bits
 
 
-class FitsEngine(StrEnum):
-    ASTROPY = "astropy"
-    FITSIO = "fitsio"
-
-
-class Compression(StrEnum):
-    NONE = "none"
-    RICE_1 = "RICE_1"
+# The storage config names the engine and the compression; one enum each, shared.
+FitsEngine = FitsEngineName
+Compression = CompressionName
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from schemas.instrument import CcdConfig, FileLayout, InstrumentConfig, StorageC
 from schemas.naming import mjd_of, render, sjd_of
 from schemas.results import FileRecord
 from tasks.fits_cards import Card
-from tasks.fits_files import Compression, FitsEngine, ImagePart, write_fits
+from tasks.fits_files import ImagePart, write_fits
 from tasks.header import ExposureFacts, ccd_cards, configured_cards, exposure_cards
 from tasks.manifest import append_manifest
 from tasks.post_process import CcdImage
@@ -101,8 +101,8 @@ def _write_or_keep(
         path,
         parts,
         primary_cards=primary,
-        engine=FitsEngine(storage.engine.value),
-        compression=Compression(storage.compression.value),
+        engine=storage.engine,
+        compression=storage.compression,
     )
 
 

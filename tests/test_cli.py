@@ -90,15 +90,17 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert_fitsverify_clean(files[-1])
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_sim_serves_on_loopback_and_stops_on_signal(signum: int) -> None:
+@contextmanager
+def _simulator() -> Iterator[tuple[subprocess.Popen[str], int]]:
+    """`ccdflow sim --port 0` as a subprocess, with SIGINT ignored as a background
+    process may inherit it. Yields it and the port read from its first line; stopped
+    with SIGTERM on the way out."""
     process = subprocess.Popen(
         [sys.executable, "-m", "flows.cli", "sim", "--port", "0"],
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        # A background process may inherit an ignored SIGINT: the sim must still stop.
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
     try:
@@ -106,14 +108,24 @@ def test_sim_serves_on_loopback_and_stops_on_signal(signum: int) -> None:
         first = process.stdout.readline()
         match = re.search(r"listening on 127\.0\.0\.1:(\d+)", first)
         assert match, first
-        with socket.create_connection(("127.0.0.1", int(match.group(1))), timeout=5) as conn:
+        yield process, int(match.group(1))
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        finally:
+            process.kill()
+            process.wait()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_sim_serves_on_loopback_and_stops_on_signal(signum: int) -> None:
+    with _simulator() as (process, port):
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
             conn.sendall(b">01STATUS\n")
             assert conn.recv(4096).startswith(b"<01")
         process.send_signal(signum)
         assert process.wait(timeout=10) == 0
-    finally:
-        process.kill()
-        process.wait()
 
 
 # --- bad input to `run` and to the new `expose` options: exit 2, field named ---------
@@ -424,35 +436,6 @@ def test_run_picks_the_flow_by_the_files_keys(
 # --- end to end: `ccdflow run` against `ccdflow sim` ---------------------------------
 
 
-@contextmanager
-def _simulator() -> Iterator[int]:
-    """`ccdflow sim --port 0` as a subprocess (as the sim test above starts it).
-
-    Yields the port read from its first line; stopped with SIGTERM on the way out.
-    """
-    process = subprocess.Popen(
-        [sys.executable, "-m", "flows.cli", "sim", "--port", "0"],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
-    )
-    try:
-        assert process.stdout is not None
-        first = process.stdout.readline()
-        match = re.search(r"listening on 127\.0\.0\.1:(\d+)", first)
-        assert match, first
-        yield int(match.group(1))
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        finally:
-            process.kill()
-            process.wait()
-
-
 @pytest.mark.slow
 def test_run_takes_a_calibration_file_end_to_end(tmp_path: Path) -> None:
     spec = tmp_path / "calibrations.yaml"
@@ -464,7 +447,7 @@ def test_run_takes_a_calibration_file_end_to_end(tmp_path: Path) -> None:
     )
     data = tmp_path / "data"
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect")}
-    with _simulator() as port:
+    with _simulator() as (_, port):
         command = [sys.executable, "-m", "flows.cli", "run", str(spec), "--port", str(port)]
         completed = subprocess.run(
             [*command, "--data", str(data)],
