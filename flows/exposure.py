@@ -9,13 +9,15 @@ whatever happened.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import Mapping
 
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
-from flows.frame import plan_exposure, take_one_exposure
+from flows.frame import acquire, finish, plan_exposure
 from schemas.errors import ConfigError
 from schemas.exposure import CalibrationSpec, ExposureSpec, SequenceSpec
 from schemas.instrument import InstrumentConfig
@@ -56,8 +58,12 @@ def _check_all(
 
 
 async def _take_all(
-    name: str, specs: list[ExposureSpec], instrument: InstrumentConfig
+    name: str, specs: list[ExposureSpec], instrument: InstrumentConfig, *, pipelined: bool
 ) -> SequenceResult:
+    """Take ``specs`` in order. Pipelined, exposure N is finished (processed, written,
+    archived) while N+1 is flushed, integrated and read out; at most two exposures are
+    in memory. N+1's readout never targets a buffer N still needs: N is fetched before
+    N+1 starts."""
     logger = get_run_logger()
     plans = plan_instrument(instrument)
     _check_all(specs, instrument, plans)
@@ -69,16 +75,39 @@ async def _take_all(
         if instrument.archive.hdf5
         else None
     )
+    pending: asyncio.Task[ExposureResult] | None = None
+
+    def done(result: ExposureResult) -> None:
+        results.append(result)
+        logger.info("%s: %d of %d exposures done", name, len(results), total)
+
     async with open_instrument(plans) as sessions:
         system = await _system_info(sessions)
         try:
             for spec in specs:
                 for _ in range(spec.count):
-                    results.append(
-                        await take_one_exposure(sessions, spec, instrument, system, archiver)
-                    )
-                    logger.info("%s: %d of %d exposures done", name, len(results), total)
+                    acquired = await acquire(sessions, spec, instrument)
+                    if pending is not None:
+                        previous, pending = pending, None
+                        try:
+                            done(await previous)
+                        except BaseException:
+                            # The frame just read out is still written before failing.
+                            await finish(acquired, sessions, instrument, system, archiver)
+                            raise
+                    job = finish(acquired, sessions, instrument, system, archiver)
+                    if pipelined:
+                        pending = asyncio.ensure_future(job)
+                    else:
+                        done(await job)
+            if pending is not None:
+                previous, pending = pending, None
+                done(await previous)
         finally:
+            if pending is not None:
+                # Leaving early (an error, a cancellation): what was read out is written.
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(pending)
             if archiver is not None:
                 archiver.close()
     return SequenceResult(
@@ -92,17 +121,23 @@ async def _take_all(
 @flow(name="take-exposure")
 async def take_exposure(spec: ExposureSpec, instrument: InstrumentConfig) -> list[ExposureResult]:
     """Take ``spec.count`` exposures of one kind."""
-    result = await _take_all(f"take-{spec.image_type.value}", [spec], instrument)
+    result = await _take_all(f"take-{spec.image_type.value}", [spec], instrument, pipelined=True)
     return result.exposures
 
 
 @flow(name="run-sequence")
-async def run_sequence(sequence: SequenceSpec, instrument: InstrumentConfig) -> SequenceResult:
-    """Take every exposure of ``sequence`` in order, on one connection per controller."""
-    return await _take_all(sequence.name, sequence.expand(), instrument)
+async def run_sequence(
+    sequence: SequenceSpec, instrument: InstrumentConfig, pipelined: bool = True
+) -> SequenceResult:
+    """Take every exposure of ``sequence`` in order, on one connection per controller.
+
+    ``pipelined=False`` finishes each exposure before the next starts (for comparison
+    and for debugging a stage in isolation).
+    """
+    return await _take_all(sequence.name, sequence.expand(), instrument, pipelined=pipelined)
 
 
 @flow(name="calibrations")
 async def calibrations(spec: CalibrationSpec, instrument: InstrumentConfig) -> SequenceResult:
     """Take a calibration set: biases, darks, flats and arcs, in that order."""
-    return await _take_all(spec.name, spec.expand(), instrument)
+    return await _take_all(spec.name, spec.expand(), instrument, pipelined=True)

@@ -1,7 +1,9 @@
 """One exposure on every controller of the instrument: the stages, in order.
 
-flush -> expose -> readout -> fetch -> post-process (repeated per stacked frame),
-then write. Device tasks are awaited on the flow's own event loop (never submitted to
+An exposure is acquired (flush -> expose -> readout -> fetch, per stacked frame) and
+then finished (post-process -> write -> archive). The split is the pipeline's
+hand-over: once acquired, the controllers are free for the next exposure while this
+one is finished. Device tasks are awaited on the flow's own event loop (never submitted to
 threads: those ignore timeouts and cancellation). Telemetry is sampled at integration
 start and end concurrently with the integration and the readout, within a bounded
 time, so a slow source never delays the readout.
@@ -14,8 +16,11 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import TypeVar
 
+import numpy as np
+import numpy.typing as npt
 from prefect import get_run_logger
 from prefect.runtime import flow_run
 
@@ -39,6 +44,7 @@ from tasks.telemetry import Snapshot, take_snapshot
 from tasks.write import CcdProduct, exposure_paths, write_exposure
 
 T = TypeVar("T")
+RawFrame = npt.NDArray[np.uint16] | npt.NDArray[np.uint32]
 
 SNAPSHOT_TIMEOUT = 1.0
 """Seconds a telemetry source may take before its cards are marked missing."""
@@ -125,7 +131,7 @@ def _status_readers(
 
 @dataclass(slots=True)
 class _Frame:
-    images: dict[str, list[CcdImage]]
+    raw: dict[str, RawFrame]
     buffers: dict[str, int]
     date_obs: datetime
     darktime: float
@@ -133,9 +139,10 @@ class _Frame:
     end: Snapshot
 
 
-async def _one_frame(
-    sessions: list[ControllerSession], spec: ExposureSpec, plan: ExposurePlan, clock: StageClock
+async def _read_one_frame(
+    sessions: list[ControllerSession], spec: ExposureSpec, clock: StageClock
 ) -> _Frame:
+    """flush -> expose -> readout -> fetch on every controller, telemetry alongside."""
     controllers = [s.controller for s in sessions]
     names = [s.plan.config.name for s in sessions]
     await clock.run(
@@ -159,14 +166,8 @@ async def _one_frame(
         "fetch",
         lambda: asyncio.gather(*(fetch(c, b) for c, b in zip(controllers, buffers, strict=True))),
     )
-    images = await clock.run(
-        "post_process",
-        lambda: asyncio.gather(
-            *(post_process(f, plan.plans[n]) for f, n in zip(frames, names, strict=True))
-        ),
-    )
     return _Frame(
-        images=dict(zip(names, images, strict=True)),
+        raw=dict(zip(names, frames, strict=True)),
         buffers=dict(zip(names, buffers, strict=True)),
         date_obs=min(starts),
         darktime=darktime,
@@ -175,16 +176,23 @@ async def _one_frame(
     )
 
 
-async def take_one_exposure(
-    sessions: list[ControllerSession],
-    spec: ExposureSpec,
-    instrument: InstrumentConfig,
-    system: Mapping[str, Mapping[str, str]],
-    archiver: SequenceArchiver | None = None,
-) -> ExposureResult:
-    """One exposure of ``spec`` (several readouts when stacking): files on disk, and
-    appended to the run's HDF5 archive when there is one."""
-    logger = get_run_logger()
+@dataclass(slots=True)
+class Acquired:
+    """An exposure read out and fetched, not yet processed: the hand-over point of the
+    pipeline (the controllers are free for the next exposure from here on)."""
+
+    spec: ExposureSpec
+    plan: ExposurePlan
+    expnum: int
+    when: datetime
+    clock: StageClock
+    frames: list[_Frame]
+
+
+async def acquire(
+    sessions: list[ControllerSession], spec: ExposureSpec, instrument: InstrumentConfig
+) -> Acquired:
+    """Number the exposure, set the window, and read its frame(s) into memory."""
     plan = plan_exposure(spec, instrument, [s.plan for s in sessions])
     await _apply_windows(sessions, plan)
     clock = StageClock()
@@ -193,16 +201,43 @@ async def take_one_exposure(
         instrument.storage.data_root,
         taken=lambda n: any(p.exists() for p in exposure_paths(instrument, spec, n, now)),
     )
-    frames = [
-        await _one_frame(sessions, spec, plan, clock) for _ in range(spec.frames_per_exposure)
-    ]
+    frames = [await _read_one_frame(sessions, spec, clock) for _ in range(spec.frames_per_exposure)]
+    return Acquired(spec, plan, expnum, now, clock, frames)
+
+
+async def finish(
+    acquired: Acquired,
+    sessions: list[ControllerSession],
+    instrument: InstrumentConfig,
+    system: Mapping[str, Mapping[str, str]],
+    archiver: SequenceArchiver | None = None,
+) -> ExposureResult:
+    """Process, write and archive an acquired exposure; no controller is touched."""
+    logger = get_run_logger()
+    spec, plan, clock, expnum, now = (
+        acquired.spec,
+        acquired.plan,
+        acquired.clock,
+        acquired.expnum,
+        acquired.when,
+    )
+    frames = acquired.frames
+    names = [s.plan.config.name for s in sessions]
+
+    async def process(frame: _Frame) -> dict[str, list[CcdImage]]:
+        processed = await asyncio.gather(
+            *(post_process(frame.raw[name], plan.plans[name]) for name in names)
+        )
+        return dict(zip(names, processed, strict=True))
+
+    images = [await clock.run("post_process", partial(process, frame)) for frame in frames]
     first = frames[0]
     method = spec.stacking.method if spec.stacking else None
     products = []
     for session in sessions:
         name = session.plan.config.name
         for index, ccd in enumerate(session.plan.config.ccds):
-            per_frame = [frame.images[name][index] for frame in frames]
+            per_frame = [frame_images[name][index] for frame_images in images]
             image = combine(per_frame, method) if method else per_frame[0]
             products.append(CcdProduct(image, ccd, name, first.buffers[name]))
     missing = {**first.start.missing, **first.end.missing}
@@ -242,5 +277,6 @@ async def take_one_exposure(
         date_obs=first.date_obs,
         files=records,
         archive=archive_path,
+        finished_at=datetime.now(UTC),
         timings=clock.seconds,
     )

@@ -32,6 +32,9 @@ class ExposureResult(BaseModel):
     date_obs: datetime
     files: list[FileRecord]
     archive: Path | None = Field(default=None, description="HDF5 archive it was appended to")
+    finished_at: datetime | None = Field(
+        default=None, description="UTC time the files (and archive entry) were complete"
+    )
     timings: dict[str, float] = Field(description="seconds per stage, in stage order")
 
 

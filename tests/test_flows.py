@@ -154,3 +154,29 @@ async def test_a_controller_that_never_answers_gives_a_timeout_error(
     hung = InstrumentConfig.model_validate(data)
     with pytest.raises(TimeoutError, match=r"timed out after 0\.5 s"):
         await asyncio.wait_for(run_sequence(SEQUENCE, hung), 30)
+
+
+@pytest.mark.parametrize("pipelined", [True, False])
+async def test_pipelining_finishes_an_exposure_while_the_next_integrates(
+    sim_instrument: InstrumentConfig, pipelined: bool
+) -> None:
+    """Pipelined, N's files are completed after N+1's integration began; not, before.
+
+    Compression and the HDF5 archive make finishing take far longer than the 0 s
+    flush between exposures, so the order is not a matter of luck.
+    """
+    data = sim_instrument.model_dump()
+    data["controllers"][0]["flush_time_s"] = 0.0
+    data["storage"]["compression"] = "RICE_1"
+    data["archive"]["hdf5"] = True
+    instrument = InstrumentConfig.model_validate(data)
+    sequence = SequenceSpec(
+        name="pipe", exposures=[ExposureSpec(image_type="dark", exptime=0.3)], repeats=3
+    )
+    result = await run_sequence(sequence, instrument, pipelined=pipelined)
+    pairs = list(zip(result.exposures, result.exposures[1:], strict=False))
+    for previous, following in pairs:
+        assert previous.finished_at is not None
+        overlapped = previous.finished_at > following.date_obs
+        assert overlapped is pipelined
+    assert [e.expnum for e in result.exposures] == [1, 2, 3]
