@@ -47,6 +47,7 @@ bench: sync
 	$(RUN) python -m bench.stages
 	$(RUN) python -m bench.fetch
 	$(RUN) python -m bench.write --repeats 3 --appends 10
+	$(RUN) python -m bench.pipeline
 
 tools:
 	apt-get update -qq && apt-get install -y -qq fitsverify hdf5-tools

@@ -77,17 +77,24 @@ def sim(
         "deploy/instruments/sim.acf"
     ),
     seed: Annotated[int, typer.Option(help="seed of the synthetic pixels")] = 0,
+    pixel_rate: Annotated[
+        float, typer.Option(help="pixels per second per amplifier (sets the readout time)")
+    ] = 2e6,
 ) -> None:
     """Run the Archon simulator in the foreground until Ctrl-C (or SIGTERM)."""
     from devices.archon.simulator import run_simulator
 
     if not acf.is_file():
         _fail(f"ACF not found: {acf}")
+    if not pixel_rate > 0:
+        _fail(f"--pixel-rate must be > 0, not {pixel_rate}")
 
     async def serve_until_signal() -> None:
         # Explicit handlers: a process started in the background may inherit an
         # ignored SIGINT, and a supervisor stops it with SIGTERM.
-        server = asyncio.create_task(run_simulator(acf, host="127.0.0.1", port=port, seed=seed))
+        server = asyncio.create_task(
+            run_simulator(acf, host="127.0.0.1", port=port, seed=seed, pixel_rate_hz=pixel_rate)
+        )
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, server.cancel)

@@ -39,7 +39,10 @@ DEMO_SEQUENCE = SequenceSpec(
 )
 
 
-async def _start_simulator(acf: Path) -> tuple[asyncio.subprocess.Process, int]:
+async def _start_simulator(
+    acf: Path, pixel_rate: float | None
+) -> tuple[asyncio.subprocess.Process, int]:
+    rate = [] if pixel_rate is None else ["--pixel-rate", repr(pixel_rate)]
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -49,6 +52,7 @@ async def _start_simulator(acf: Path) -> tuple[asyncio.subprocess.Process, int]:
         "0",
         "--acf",
         str(acf),
+        *rate,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
@@ -80,13 +84,15 @@ async def _stop(process: asyncio.subprocess.Process) -> None:
 
 
 @contextlib.asynccontextmanager
-async def simulated_instrument(config: InstrumentConfig) -> AsyncIterator[InstrumentConfig]:
-    """Start one simulator per controller; yield the config pointed at them."""
+async def simulated_instrument(
+    config: InstrumentConfig, *, pixel_rate: float | None = None
+) -> AsyncIterator[InstrumentConfig]:
+    """Start one simulator process per controller; yield the config pointed at them."""
     processes: list[asyncio.subprocess.Process] = []
     try:
         data = config.model_dump()
         for controller in data["controllers"]:
-            process, port = await _start_simulator(Path(controller["acf"]))
+            process, port = await _start_simulator(Path(controller["acf"]), pixel_rate)
             processes.append(process)
             controller["host"], controller["port"] = "127.0.0.1", port
         yield InstrumentConfig.model_validate(data)
