@@ -33,6 +33,7 @@ app = typer.Typer(
 )
 
 DEFAULT_INSTRUMENT = Path("deploy/instruments/sim.yaml")
+DEMO_INSTRUMENT = Path("deploy/instruments/sim-dual.yaml")
 
 
 class CliImageType(StrEnum):
@@ -60,9 +61,9 @@ def _fail(message: str, code: int = 2) -> NoReturn:
 @app.command()
 def demo(
     data: Annotated[Path, typer.Option(help="where FITS files go")] = Path("data"),
-    instrument: Annotated[Path, typer.Option(help="instrument YAML")] = DEFAULT_INSTRUMENT,
+    instrument: Annotated[Path, typer.Option(help="instrument YAML")] = DEMO_INSTRUMENT,
 ) -> None:
-    """Start the simulator, take 2 bias, 1 dark, 1 flat, 1 object, print a summary."""
+    """Simulate the instrument's controllers, take 2 bias, 1 dark, 1 flat, 1 object."""
     home = configure_prefect()
     from flows.demo import run_demo
 
@@ -72,28 +73,47 @@ def demo(
 
 @app.command()
 def sim(
-    port: Annotated[int, typer.Option(help="TCP port on 127.0.0.1 (0 = any free port)")] = 4242,
-    acf: Annotated[Path, typer.Option(help="ACF the simulator loads")] = Path(
-        "deploy/instruments/sim.acf"
-    ),
+    port: Annotated[
+        int,
+        typer.Option(help="TCP port on 127.0.0.1 of the first controller (0 = any free ports)"),
+    ] = 4242,
+    acf: Annotated[
+        list[Path] | None,
+        typer.Option(help="ACF of a controller; repeat for several behind one shutter"),
+    ] = None,
     seed: Annotated[int, typer.Option(help="seed of the synthetic pixels")] = 0,
     pixel_rate: Annotated[
         float, typer.Option(help="pixels per second per amplifier (sets the readout time)")
     ] = 2e6,
 ) -> None:
-    """Run the Archon simulator in the foreground until Ctrl-C (or SIGTERM)."""
-    from devices.archon.simulator import run_simulator
+    """Run simulated Archon controllers in the foreground until Ctrl-C (or SIGTERM).
 
-    if not acf.is_file():
-        _fail(f"ACF not found: {acf}")
+    Several --acf options start several controllers on consecutive ports (or free ones
+    with --port 0), their CCDs behind one shared shutter; each prints its own
+    "listening" line, in order.
+    """
+    from devices.archon.simulator import run_simulators
+
+    acfs = acf or [Path("deploy/instruments/sim.acf")]
+    for path in acfs:
+        if not path.is_file():
+            _fail(f"ACF not found: {path}")
     if not pixel_rate > 0:
         _fail(f"--pixel-rate must be > 0, not {pixel_rate}")
+    ports = [0] * len(acfs) if port == 0 else [port + i for i in range(len(acfs))]
 
     async def serve_until_signal() -> None:
         # Explicit handlers: a process started in the background may inherit an
         # ignored SIGINT, and a supervisor stops it with SIGTERM.
         server = asyncio.create_task(
-            run_simulator(acf, host="127.0.0.1", port=port, seed=seed, pixel_rate_hz=pixel_rate)
+            run_simulators(
+                acfs,
+                host="127.0.0.1",
+                ports=ports,
+                seed=seed,
+                pixel_rate_hz=pixel_rate,
+                shared_shutter=True,
+            )
         )
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):

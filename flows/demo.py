@@ -1,7 +1,8 @@
 """``ccdflow demo``: a real short sequence on the simulated instrument.
 
-One simulator process per controller of the instrument config (each on a free
-127.0.0.1 port, found by the simulator itself and read from its first output line),
+One simulator process serving every controller of the instrument config (each on a
+free 127.0.0.1 port, found by the simulator itself and read from its output lines,
+all CCDs behind one shared shutter),
 then the run-sequence flow on embedded Prefect, a checksum check of every file, a
 summary table, and the simulators stopped whatever happened.
 """
@@ -39,10 +40,12 @@ DEMO_SEQUENCE = SequenceSpec(
 )
 
 
-async def _start_simulator(
-    acf: Path, pixel_rate: float | None
-) -> tuple[asyncio.subprocess.Process, int]:
+async def _start_simulators(
+    acfs: list[Path], pixel_rate: float | None
+) -> tuple[asyncio.subprocess.Process, list[int]]:
+    """One simulator process for all controllers (they share one shutter)."""
     rate = [] if pixel_rate is None else ["--pixel-rate", repr(pixel_rate)]
+    acf_options = [option for acf in acfs for option in ("--acf", str(acf))]
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -50,24 +53,25 @@ async def _start_simulator(
         "sim",
         "--port",
         "0",
-        "--acf",
-        str(acf),
+        *acf_options,
         *rate,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
     assert process.stdout is not None
     seen = b""
+    ports: list[int] = []
     try:
         async with asyncio.timeout(SIM_START_TIMEOUT):
-            while True:
+            while len(ports) < len(acfs):
                 line = await process.stdout.readline()
                 if not line:
                     raise RuntimeError(f"simulator exited before listening: {seen.decode()}")
                 seen += line
                 match = LISTENING.search(line)
                 if match:
-                    return process, int(match.group(1))
+                    ports.append(int(match.group(1)))
+        return process, ports
     except BaseException:
         await _stop(process)
         raise
@@ -87,18 +91,16 @@ async def _stop(process: asyncio.subprocess.Process) -> None:
 async def simulated_instrument(
     config: InstrumentConfig, *, pixel_rate: float | None = None
 ) -> AsyncIterator[InstrumentConfig]:
-    """Start one simulator process per controller; yield the config pointed at them."""
-    processes: list[asyncio.subprocess.Process] = []
+    """Simulate every controller of ``config``; yield the config pointed at them."""
+    data = config.model_dump()
+    acfs = [Path(controller["acf"]) for controller in data["controllers"]]
+    process, ports = await _start_simulators(acfs, pixel_rate)
     try:
-        data = config.model_dump()
-        for controller in data["controllers"]:
-            process, port = await _start_simulator(Path(controller["acf"]), pixel_rate)
-            processes.append(process)
+        for controller, port in zip(data["controllers"], ports, strict=True):
             controller["host"], controller["port"] = "127.0.0.1", port
         yield InstrumentConfig.model_validate(data)
     finally:
-        for process in processes:
-            await _stop(process)
+        await _stop(process)
 
 
 async def run_demo(instrument_path: Path, data_root: Path, prefect_home: Path) -> int:

@@ -27,7 +27,7 @@ from prefect.runtime import flow_run
 from devices.archon.window import Window as ReadoutWindow
 from schemas.errors import ConfigError
 from schemas.exposure import ExposureSpec
-from schemas.instrument import InstrumentConfig
+from schemas.instrument import FailurePolicy, InstrumentConfig
 from schemas.results import ExposureResult
 from tasks.archive import SequenceArchiver, archive
 from tasks.expose import expose
@@ -93,7 +93,11 @@ def plan_exposure(
             continue
         if spec.readout_delay and not _defines(plan, "WaitCount"):
             problems.append(f"readout_delay: {name}'s timing script has no WaitCount")
-        if spec.opens_shutter and not _defines(plan, "OpenShutter"):
+        if (
+            spec.opens_shutter
+            and name == instrument.shutter_controller_name
+            and not _defines(plan, "OpenShutter")
+        ):
             problems.append(f"shutter: {name}'s timing script cannot open a shutter")
         windows[name] = window
         exposure_plans[name] = plan_for_window(plan, window)
@@ -137,42 +141,84 @@ class _Frame:
     darktime: float
     start: Snapshot
     end: Snapshot
+    failed: dict[str, str]
+
+
+async def _on_each(
+    stage: str,
+    work: Callable[[ControllerSession], Awaitable[T]],
+    *,
+    live: dict[str, ControllerSession],
+    clock: StageClock,
+    policy: FailurePolicy,
+    failed: dict[str, str],
+) -> dict[str, T]:
+    """Run one stage on every live controller at once.
+
+    With the ``fail`` policy the first error fails the exposure; with
+    ``write_partial`` a failed controller is recorded and dropped for the rest of the
+    exposure, and the others go on. Cancellation always propagates.
+    """
+    names = list(live)
+
+    async def together() -> list[T | BaseException]:
+        return await asyncio.gather(*(work(live[n]) for n in names), return_exceptions=True)
+
+    results = await clock.run(stage, together)
+    survivors: dict[str, T] = {}
+    errors: list[Exception] = []
+    for name, result in zip(names, results, strict=True):
+        if isinstance(result, Exception):
+            errors.append(result)
+            failed[name] = f"{stage}: {type(result).__name__}: {result}"[:200]
+            del live[name]
+        elif isinstance(result, BaseException):
+            raise result
+        else:
+            survivors[name] = result
+    if errors and (policy is FailurePolicy.FAIL or not live):
+        raise errors[0]
+    return survivors
 
 
 async def _read_one_frame(
-    sessions: list[ControllerSession], spec: ExposureSpec, clock: StageClock
+    sessions: list[ControllerSession],
+    spec: ExposureSpec,
+    clock: StageClock,
+    instrument: InstrumentConfig,
 ) -> _Frame:
-    """flush -> expose -> readout -> fetch on every controller, telemetry alongside."""
-    controllers = [s.controller for s in sessions]
-    names = [s.plan.config.name for s in sessions]
-    await clock.run(
-        "flush",
-        lambda: asyncio.gather(*(flush(s.controller, s.plan.config.flush_count) for s in sessions)),
-    )
-    readers = _status_readers(sessions)
+    """flush -> expose -> readout -> fetch on every controller, telemetry alongside.
+
+    Only the instrument's shutter controller opens the shutter; the others integrate
+    in the dark for the same time, as their CCDs sit behind the same shutter.
+    """
+    live = {s.plan.config.name: s for s in sessions}
+    failed: dict[str, str] = {}
+    policy = instrument.on_controller_failure
+    shutter = instrument.shutter_controller_name
+    each = partial(_on_each, live=live, clock=clock, policy=policy, failed=failed)
+    await each("flush", lambda s: flush(s.controller, s.plan.config.flush_count))
+    readers = _status_readers(list(live.values()))
     start_snapshot = asyncio.ensure_future(take_snapshot(readers, timeout=SNAPSHOT_TIMEOUT))
     integration_start = time.monotonic()
-    starts = await clock.run(
+    starts = await each(
         "expose",
-        lambda: asyncio.gather(*(expose(c, spec.exptime, spec.opens_shutter) for c in controllers)),
+        lambda s: expose(
+            s.controller, spec.exptime, spec.opens_shutter and s.plan.config.name == shutter
+        ),
     )
     darktime = time.monotonic() - integration_start
     end_snapshot = asyncio.ensure_future(take_snapshot(readers, timeout=SNAPSHOT_TIMEOUT))
-    buffers = await clock.run(
-        "readout",
-        lambda: asyncio.gather(*(readout(c, spec.readout_delay) for c in controllers)),
-    )
-    frames = await clock.run(
-        "fetch",
-        lambda: asyncio.gather(*(fetch(c, b) for c, b in zip(controllers, buffers, strict=True))),
-    )
+    buffers = await each("readout", lambda s: readout(s.controller, spec.readout_delay))
+    frames = await each("fetch", lambda s: fetch(s.controller, buffers[s.plan.config.name]))
     return _Frame(
-        raw=dict(zip(names, frames, strict=True)),
-        buffers=dict(zip(names, buffers, strict=True)),
-        date_obs=min(starts),
+        raw=frames,
+        buffers={name: buffers[name] for name in frames},
+        date_obs=min(starts.values()),
         darktime=darktime,
         start=await start_snapshot,
         end=await end_snapshot,
+        failed=failed,
     )
 
 
@@ -201,7 +247,10 @@ async def acquire(
         instrument.storage.data_root,
         taken=lambda n: any(p.exists() for p in exposure_paths(instrument, spec, n, now)),
     )
-    frames = [await _read_one_frame(sessions, spec, clock) for _ in range(spec.frames_per_exposure)]
+    frames = [
+        await _read_one_frame(sessions, spec, clock, instrument)
+        for _ in range(spec.frames_per_exposure)
+    ]
     return Acquired(spec, plan, expnum, now, clock, frames)
 
 
@@ -222,7 +271,13 @@ async def finish(
         acquired.when,
     )
     frames = acquired.frames
-    names = [s.plan.config.name for s in sessions]
+    # A controller is written only if every stacked frame has it.
+    names = [
+        s.plan.config.name for s in sessions if all(s.plan.config.name in f.raw for f in frames)
+    ]
+    missing_controllers = {name: why for f in frames for name, why in f.failed.items()}
+    for name, why in missing_controllers.items():
+        logger.error("controller %s missing from exposure %d: %s", name, expnum, why)
 
     async def process(frame: _Frame) -> dict[str, list[CcdImage]]:
         processed = await asyncio.gather(
@@ -236,6 +291,8 @@ async def finish(
     products = []
     for session in sessions:
         name = session.plan.config.name
+        if name not in names:
+            continue
         for index, ccd in enumerate(session.plan.config.ccds):
             per_frame = [frame_images[name][index] for frame_images in images]
             image = combine(per_frame, method) if method else per_frame[0]
@@ -257,10 +314,15 @@ async def finish(
         status_end=frames[-1].end.values,
         missing=missing,
         system=system,
+        missing_controllers=missing_controllers,
     )
     records = await clock.run("write", lambda: write_exposure(products, facts, instrument, now))
     archive_path = None
-    if archiver is not None:
+    if archiver is not None and missing_controllers:
+        # The archive's cubes hold every CCD of every frame; a partial exposure is in
+        # its FITS files (with the missing controllers named) but not in the archive.
+        logger.error("exposure %d not archived: controllers missing", expnum)
+    elif archiver is not None:
         archive_path = await clock.run("archive", lambda: archive(archiver, products, facts, now))
     logger.info(
         "exposure %d (%s, %.3f s): %d files, %s",
@@ -277,6 +339,7 @@ async def finish(
         date_obs=first.date_obs,
         files=records,
         archive=archive_path,
+        missing=missing_controllers,
         finished_at=datetime.now(UTC),
         timings=clock.seconds,
     )

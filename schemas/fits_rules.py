@@ -81,6 +81,7 @@ WRITER_CARDS = frozenset(
         "ORIGIN",
         "SWVERS",
         "SHUTTER",
+        "CTRLMISS",
     }
 )
 """Cards the writer sets from the exposure itself; a user card may not replace them."""

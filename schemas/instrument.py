@@ -23,6 +23,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -164,6 +165,18 @@ class DaskConfig(_Frozen):
     threads: int = Field(default=2, ge=1, le=256)
 
 
+class FailurePolicy(StrEnum):
+    """What one exposure does when one of several controllers fails.
+
+    ``fail``: the exposure fails (the flow resets every controller). ``write_partial``:
+    the other controllers' CCDs are written, the missing controller and the reason are
+    recorded in every header and in the result.
+    """
+
+    FAIL = "fail"
+    WRITE_PARTIAL = "write_partial"
+
+
 class InstrumentConfig(_Frozen):
     """The whole instrument: identity cards, controllers, storage and services."""
 
@@ -172,6 +185,10 @@ class InstrumentConfig(_Frozen):
     telescope: str = Field(default="none", max_length=68)
     controllers: list[ControllerConfig] = Field(min_length=1)
     filters: list[str] = Field(default_factory=list, description="names a spec may ask for")
+    shutter_controller: str | None = Field(
+        default=None, description="controller whose timing script opens the one shutter"
+    )
+    on_controller_failure: FailurePolicy = FailurePolicy.FAIL
     storage: StorageConfig = Field(default_factory=StorageConfig)
     archive: ArchiveConfig = Field(default_factory=ArchiveConfig)
     receivers: list[ReceiverConfig] = Field(default_factory=list)
@@ -193,6 +210,20 @@ class InstrumentConfig(_Frozen):
         if len(set(ccds)) != len(ccds):
             raise ValueError("CCD names must be unique across controllers")
         return controllers
+
+    @model_validator(mode="after")
+    def _shutter_controller_exists(self) -> InstrumentConfig:
+        names = [c.name for c in self.controllers]
+        if self.shutter_controller is not None and self.shutter_controller not in names:
+            raise ValueError(
+                f"shutter_controller {self.shutter_controller!r} is not one of {', '.join(names)}"
+            )
+        return self
+
+    @property
+    def shutter_controller_name(self) -> str:
+        """The one controller that opens the shutter (the first, unless named)."""
+        return self.shutter_controller or self.controllers[0].name
 
     @property
     def ccd_names(self) -> list[str]:

@@ -32,6 +32,9 @@ class ExposureResult(BaseModel):
     date_obs: datetime
     files: list[FileRecord]
     archive: Path | None = Field(default=None, description="HDF5 archive it was appended to")
+    missing: dict[str, str] = Field(
+        default_factory=dict, description="controllers that failed: name -> what happened"
+    )
     finished_at: datetime | None = Field(
         default=None, description="UTC time the files (and archive entry) were complete"
     )

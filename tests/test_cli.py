@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import yaml
 from astropy.io import fits
@@ -80,9 +81,12 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     output = completed.stdout + completed.stderr
     assert completed.returncode == 0, output
     files = sorted(data.rglob("*.fits"))
-    assert len(files) == 10, output  # 5 exposures x 2 CCDs
+    assert len(files) == 20, output  # 5 exposures x 2 controllers x 2 CCDs
     types = sorted(fits.getheader(f)["IMAGETYP"] for f in files)
-    assert types == ["bias"] * 4 + ["dark"] * 2 + ["flat"] * 2 + ["object"] * 2
+    assert types == ["bias"] * 8 + ["dark"] * 4 + ["flat"] * 4 + ["object"] * 4
+    # One shutter for both controllers: sim2's CCDs saw the flat's light too.
+    flats = [f for f in files if fits.getheader(f)["IMAGETYP"] == "flat"]
+    assert all(np.median(fits.getdata(f)[:, :512]) > 500 for f in flats)
     for path in files:
         verify_fits_checksums(path)
     assert "CHECKSUM/DATASUM verified" in completed.stdout

@@ -18,6 +18,7 @@ from devices.archon.sensor import SensorModel
 from devices.archon.simulator.core import CoreState
 from devices.archon.simulator.faults import Faults
 from devices.archon.simulator.server import ArchonServer
+from devices.archon.simulator.shutter import ShutterBlade
 from devices.archon.simulator.state import ControllerState
 
 __all__ = ["ArchonSimulator"]
@@ -37,14 +38,20 @@ class ArchonSimulator:
         seed: int = 0,
         power_on: bool = True,
         bandwidth_limit_bps: float | None = None,
+        shutter_blade: ShutterBlade | None = None,
     ) -> None:
         """``seed`` seeds the pixels (it replaces ``sensor.seed``).
+
+        ``shutter_blade`` puts this controller's CCDs behind a shutter shared with
+        other simulated controllers (see MultiSimulator); by default it has its own.
 
         ``bandwidth_limit_bps`` caps FETCH streams at that many bits per second on the
         wire (1e9 models gigabit Ethernet); None streams as fast as the socket takes.
         """
         model = dataclasses.replace(sensor or SensorModel(), seed=seed)
-        self._state = ControllerState(acf, model, pixel_rate_hz=pixel_rate_hz, power_on=power_on)
+        self._state = ControllerState(
+            acf, model, pixel_rate_hz=pixel_rate_hz, power_on=power_on, shutter_blade=shutter_blade
+        )
         self._server = ArchonServer(self._state, host, port, bandwidth_limit_bps)
 
     # ----------------------------------------------------------- public state

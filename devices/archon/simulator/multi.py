@@ -17,6 +17,7 @@ from typing import Any
 
 from devices.archon.acf import AcfConfig, load_acf
 from devices.archon.simulator.archon import ArchonSimulator
+from devices.archon.simulator.shutter import ShutterBlade
 
 __all__ = ["MultiSimulator", "announce", "run_simulator", "run_simulators"]
 
@@ -34,7 +35,9 @@ class MultiSimulator:
     """Several independent simulated controllers, started and stopped together.
 
     Controller ``i`` gets ``seed + i`` so their pixels differ like different detectors;
-    every other keyword goes to each :class:`ArchonSimulator` unchanged.
+    every other keyword goes to each :class:`ArchonSimulator` unchanged. With
+    ``shared_shutter`` all CCDs sit behind one physical shutter, as in an instrument
+    whose controllers share one: whichever controller opens it lights them all.
     """
 
     def __init__(
@@ -44,6 +47,7 @@ class MultiSimulator:
         host: str = "127.0.0.1",
         ports: Sequence[int] | None = None,
         seed: int = 0,
+        shared_shutter: bool = False,
         **kwargs: Any,
     ) -> None:
         if not acfs:
@@ -54,8 +58,9 @@ class MultiSimulator:
         taken = [p for p in chosen if p]
         if len(set(taken)) != len(taken):
             raise ValueError(f"ports must differ, got {chosen}")
+        blade = ShutterBlade() if shared_shutter else None
         self.simulators = tuple(
-            ArchonSimulator(acf, host=host, port=port, seed=seed + i, **kwargs)
+            ArchonSimulator(acf, host=host, port=port, seed=seed + i, shutter_blade=blade, **kwargs)
             for i, (acf, port) in enumerate(zip(acfs, chosen, strict=True))
         )
 

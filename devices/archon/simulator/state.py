@@ -17,7 +17,7 @@ from devices.archon.simulator.core import TimingCore
 from devices.archon.simulator.errors import CommandError
 from devices.archon.simulator.housekeeping import EventLog, system_info
 from devices.archon.simulator.params import TimingParameters
-from devices.archon.simulator.shutter import Shutter
+from devices.archon.simulator.shutter import Shutter, ShutterBlade
 
 __all__ = ["ControllerState", "check_sensor"]
 
@@ -32,7 +32,13 @@ class ControllerState:
     """The simulated controller minus its network side."""
 
     def __init__(
-        self, acf: AcfConfig, sensor: SensorModel, *, pixel_rate_hz: float, power_on: bool
+        self,
+        acf: AcfConfig,
+        sensor: SensorModel,
+        *,
+        pixel_rate_hz: float,
+        power_on: bool,
+        shutter_blade: ShutterBlade | None = None,
     ) -> None:
         check_sensor(acf, sensor)
         check_capacity(acf)
@@ -42,7 +48,7 @@ class ControllerState:
         self.clock = Clock()
         self.events = EventLog()
         self.memory = ConfigMemory(acf.wire_lines())
-        self.shutter = Shutter()
+        self.shutter = Shutter(shutter_blade)
         self.status_count = 0
         self.params = TimingParameters(on_change=self._notify)
         self.bank = BufferBank(n_buffers(acf), on_change=self._notify)
