@@ -44,6 +44,7 @@ class ExposureFacts:
     status_end: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     missing: Mapping[str, str] = field(default_factory=dict)
     system: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    missing_controllers: Mapping[str, str] = field(default_factory=dict)
 
 
 def exposure_cards(facts: ExposureFacts, instrument: InstrumentConfig) -> list[Card]:
@@ -83,6 +84,13 @@ def exposure_cards(facts: ExposureFacts, instrument: InstrumentConfig) -> list[C
         ("ORIGIN", "ccdflow", "software that wrote this file"),
         ("SWVERS", software_version(), "ccdflow version"),
     ]
+    if facts.missing_controllers:
+        names = ",".join(sorted(facts.missing_controllers))
+        cards.append(("CTRLMISS", names, "controllers missing from this exposure"))
+        cards += [
+            ("COMMENT", f"MISSING controller {name}: {why}"[:72], "")
+            for name, why in sorted(facts.missing_controllers.items())
+        ]
     cards += [(keyword, value, "from the exposure spec") for keyword, value in spec.header.items()]
     return cards
 
