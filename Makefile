@@ -48,6 +48,7 @@ bench: sync
 	$(RUN) python -m bench.fetch
 	$(RUN) python -m bench.write --repeats 3 --appends 10
 	$(RUN) python -m bench.pipeline
+	$(RUN) python -m bench.postprocess --repeats 3
 
 tools:
 	apt-get update -qq && apt-get install -y -qq fitsverify hdf5-tools
