@@ -23,6 +23,8 @@ from schemas.exposure import CalibrationSpec, ExposureSpec, SequenceSpec
 from schemas.instrument import InstrumentConfig
 from schemas.results import ExposureResult, SequenceResult
 from tasks.archive import SequenceArchiver
+from tasks.ccd_work import supports_layout
+from tasks.dask_cluster import open_client
 from tasks.instrument import ControllerPlan, ControllerSession, open_instrument, plan_instrument
 
 
@@ -81,6 +83,11 @@ async def _take_all(
         results.append(result)
         logger.info("%s: %d of %d exposures done", name, len(results), total)
 
+    workers = contextlib.ExitStack()
+    dask_client = None
+    if supports_layout(instrument) and not instrument.archive.hdf5:
+        # Opened in a thread: the synchronous client runs its own event loop there.
+        dask_client = await asyncio.to_thread(workers.enter_context, open_client(instrument.dask))
     async with open_instrument(plans) as sessions:
         system = await _system_info(sessions)
         try:
@@ -93,9 +100,11 @@ async def _take_all(
                             done(await previous)
                         except BaseException:
                             # The frame just read out is still written before failing.
-                            await finish(acquired, sessions, instrument, system, archiver)
+                            await finish(
+                                acquired, sessions, instrument, system, archiver, dask_client
+                            )
                             raise
-                    job = finish(acquired, sessions, instrument, system, archiver)
+                    job = finish(acquired, sessions, instrument, system, archiver, dask_client)
                     if pipelined:
                         pending = asyncio.ensure_future(job)
                     else:
@@ -110,6 +119,7 @@ async def _take_all(
                     await asyncio.shield(pending)
             if archiver is not None:
                 archiver.close()
+            await asyncio.to_thread(workers.close)
     return SequenceResult(
         name=name,
         flow_run_id=_current_flow_run_id(),

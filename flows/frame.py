@@ -21,6 +21,7 @@ from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
+from distributed import Client
 from prefect import get_run_logger
 from prefect.runtime import flow_run
 
@@ -28,8 +29,9 @@ from devices.archon.window import Window as ReadoutWindow
 from schemas.errors import ConfigError
 from schemas.exposure import ExposureSpec
 from schemas.instrument import FailurePolicy, InstrumentConfig
-from schemas.results import ExposureResult
+from schemas.results import ExposureResult, FileRecord
 from tasks.archive import SequenceArchiver, archive
+from tasks.ccd_work import process_exposure_on_dask, supports_layout
 from tasks.expose import expose
 from tasks.fetch import fetch
 from tasks.flush import flush
@@ -260,8 +262,14 @@ async def finish(
     instrument: InstrumentConfig,
     system: Mapping[str, Mapping[str, str]],
     archiver: SequenceArchiver | None = None,
+    dask_client: Client | None = None,
 ) -> ExposureResult:
-    """Process, write and archive an acquired exposure; no controller is touched."""
+    """Process, write and archive an acquired exposure; no controller is touched.
+
+    With a Dask client (and one file per CCD, one frame, no HDF5 archive, which needs
+    the pixels here), each CCD is processed and written on a worker that receives only
+    that CCD's pixels and returns metadata; otherwise here, in worker threads.
+    """
     logger = get_run_logger()
     spec, plan, clock, expnum, now = (
         acquired.spec,
@@ -279,24 +287,7 @@ async def finish(
     for name, why in missing_controllers.items():
         logger.error("controller %s missing from exposure %d: %s", name, expnum, why)
 
-    async def process(frame: _Frame) -> dict[str, list[CcdImage]]:
-        processed = await asyncio.gather(
-            *(post_process(frame.raw[name], plan.plans[name]) for name in names)
-        )
-        return dict(zip(names, processed, strict=True))
-
-    images = [await clock.run("post_process", partial(process, frame)) for frame in frames]
     first = frames[0]
-    method = spec.stacking.method if spec.stacking else None
-    products = []
-    for session in sessions:
-        name = session.plan.config.name
-        if name not in names:
-            continue
-        for index, ccd in enumerate(session.plan.config.ccds):
-            per_frame = [frame_images[name][index] for frame_images in images]
-            image = combine(per_frame, method) if method else per_frame[0]
-            products.append(CcdProduct(image, ccd, name, first.buffers[name]))
     missing = {**first.start.missing, **first.end.missing}
     for source, reason in missing.items():
         logger.warning(
@@ -316,14 +307,25 @@ async def finish(
         system=system,
         missing_controllers=missing_controllers,
     )
-    records = await clock.run("write", lambda: write_exposure(products, facts, instrument, now))
     archive_path = None
-    if archiver is not None and missing_controllers:
-        # The archive's cubes hold every CCD of every frame; a partial exposure is in
-        # its FITS files (with the missing controllers named) but not in the archive.
-        logger.error("exposure %d not archived: controllers missing", expnum)
-    elif archiver is not None:
-        archive_path = await clock.run("archive", lambda: archive(archiver, products, facts, now))
+    on_workers = len(frames) == 1 and archiver is None and supports_layout(instrument)
+    if dask_client is not None and on_workers:
+        client = dask_client
+        records = await clock.run(
+            "process_write",
+            lambda: _process_and_write_on_dask(client, first, names, plan, facts, instrument, now),
+        )
+    else:
+        products = await _processed_products(sessions, names, frames, plan, spec, clock)
+        records = await clock.run("write", lambda: write_exposure(products, facts, instrument, now))
+        if archiver is not None and missing_controllers:
+            # The archive's cubes hold every CCD of every frame; a partial exposure is
+            # in its FITS files (the missing controllers named) but not in the archive.
+            logger.error("exposure %d not archived: controllers missing", expnum)
+        elif archiver is not None:
+            archive_path = await clock.run(
+                "archive", lambda: archive(archiver, products, facts, now)
+            )
     logger.info(
         "exposure %d (%s, %.3f s): %d files, %s",
         expnum,
@@ -343,3 +345,66 @@ async def finish(
         finished_at=datetime.now(UTC),
         timings=clock.seconds,
     )
+
+
+async def _processed_products(
+    sessions: list[ControllerSession],
+    names: list[str],
+    frames: list[_Frame],
+    plan: ExposurePlan,
+    spec: ExposureSpec,
+    clock: StageClock,
+) -> list[CcdProduct]:
+    """Post-process every frame here (threads), combine stacked frames per CCD."""
+
+    async def process(frame: _Frame) -> dict[str, list[CcdImage]]:
+        processed = await asyncio.gather(
+            *(post_process(frame.raw[name], plan.plans[name]) for name in names)
+        )
+        return dict(zip(names, processed, strict=True))
+
+    images = [await clock.run("post_process", partial(process, frame)) for frame in frames]
+    method = spec.stacking.method if spec.stacking else None
+    products = []
+    for session in sessions:
+        name = session.plan.config.name
+        if name not in names:
+            continue
+        for index, ccd in enumerate(session.plan.config.ccds):
+            per_frame = [frame_images[name][index] for frame_images in images]
+            image = combine(per_frame, method) if method else per_frame[0]
+            products.append(CcdProduct(image, ccd, name, frames[0].buffers[name]))
+    return products
+
+
+async def _process_and_write_on_dask(
+    client: Client,
+    frame: _Frame,
+    names: list[str],
+    plan: ExposurePlan,
+    facts: ExposureFacts,
+    instrument: InstrumentConfig,
+    when: datetime,
+) -> list[FileRecord]:
+    """Every controller's CCDs on the Dask workers; the files' records come back."""
+    logger = get_run_logger()
+    outcomes = await asyncio.gather(
+        *(
+            process_exposure_on_dask(
+                client,
+                frame.raw[name],
+                plan.plans[name],
+                facts,
+                instrument,
+                when,
+                frame.buffers[name],
+            )
+            for name in names
+        )
+    )
+    records = []
+    for outcome in (o for per_controller in outcomes for o in per_controller):
+        for warning in outcome.warnings:
+            logger.warning("header card left empty: %s", warning)
+        records.append(outcome.file)
+    return records

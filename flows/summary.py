@@ -19,6 +19,13 @@ STAGE_COLUMNS = {
 """Stage name -> column heading (short, so the table fits an 80-column terminal)."""
 
 
+def _cell(timings: dict[str, float], stage: str) -> str:
+    """Seconds of one stage; on Dask workers post-processing and writing are one."""
+    if "process_write" in timings and stage in ("post_process", "write"):
+        return f"{timings['process_write']:.3f}*" if stage == "post_process" else "*"
+    return f"{timings.get(stage, 0.0):.3f}"
+
+
 def sequence_table(result: SequenceResult) -> Table:
     table = Table(
         title=f"sequence {result.name}: {len(result.exposures)} exposures (seconds per stage)",
@@ -38,7 +45,7 @@ def sequence_table(result: SequenceResult) -> Table:
             str(exposure.expnum),
             exposure.image_type.value,
             f"{exposure.exptime:.2f}",
-            *(f"{exposure.timings.get(stage, 0.0):.3f}" for stage in STAGE_COLUMNS),
+            *(_cell(exposure.timings, stage) for stage in STAGE_COLUMNS),
             f"{sum(exposure.timings.values()):.3f}",
         )
     return table
@@ -52,6 +59,8 @@ def print_sequence_summary(result: SequenceResult, console: Console | None = Non
     console.print(
         f"{n_files} FITS files in {', '.join(folders)}; sequence took {result.elapsed_s:.1f} s"
     )
+    if any("process_write" in e.timings for e in result.exposures):
+        console.print("  * post-processing and writing ran together on Dask workers")
     if result.exposures:
         first = result.exposures[0]
         ccds = ", ".join(record.ccd for record in first.files)

@@ -16,6 +16,7 @@ loopback and never collides with another cluster's 8787.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator
 
 from distributed import Client, LocalCluster
@@ -61,6 +62,13 @@ def connect(address: str, timeout: float = CONNECT_TIMEOUT_S) -> Client:
         ) from exc
 
 
+def _quiet_distributed() -> None:
+    """distributed logs every worker start and stop at INFO through whatever handler
+    the process has (Prefect's console, in a flow); only its warnings matter here."""
+    for name in ("distributed", "distributed.scheduler", "distributed.worker", "distributed.core"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 @contextlib.contextmanager
 def open_client(config: DaskConfig, *, timeout: float = CONNECT_TIMEOUT_S) -> Iterator[Client]:
     """A client for ``config``, closed on exit (with its cluster when we started one).
@@ -68,6 +76,7 @@ def open_client(config: DaskConfig, *, timeout: float = CONNECT_TIMEOUT_S) -> It
     Opening takes about a second (or up to the connect timeout): open it once per
     sequence, not per exposure, and from a thread when an event loop must stay free.
     """
+    _quiet_distributed()
     if config.scheduler is not None:
         client = connect(config.scheduler, timeout)
         try:
@@ -75,6 +84,12 @@ def open_client(config: DaskConfig, *, timeout: float = CONNECT_TIMEOUT_S) -> It
         finally:
             client.close()  # type: ignore[no-untyped-call]
         return
-    cluster = local_cluster(config.threads)
-    with cluster, Client(cluster) as client:  # type: ignore[no-untyped-call]
-        yield client
+    # Not ``with Client(...)``: its __enter__ makes it the context's default client
+    # through a context variable, which cannot be reset from another thread's context
+    # (the flow opens and closes it from worker threads).
+    with local_cluster(config.threads) as cluster:
+        client = Client(cluster, set_as_default=False)  # type: ignore[no-untyped-call]
+        try:
+            yield client
+        finally:
+            client.close()  # type: ignore[no-untyped-call]
