@@ -330,5 +330,39 @@ def run(
         _run_flow(run_sequence(spec, config))
 
 
+@app.command()
+def night(
+    file: Annotated[Path, typer.Argument(metavar="FILE", help="a night plan, YAML or JSON")],
+    instrument: InstrumentOption = DEFAULT_INSTRUMENT,
+    host: HostOption = None,
+    port: PortOption = None,
+    data: DataOption = None,
+) -> None:
+    """Run a night plan: its steps (sequences, calibration sets) in order."""
+    from flows.spec_files import check_filters, load_night_plan
+    from schemas.errors import ConfigError
+
+    try:
+        plan = load_night_plan(file)
+    except ConfigError as exc:
+        _fail(str(exc))
+    config = _instrument_config(instrument, host, port, data)
+    try:
+        for step in plan.steps:
+            check_filters(step, config, f"night plan {file}, step {step.name}")
+    except ConfigError as exc:
+        _fail(str(exc))
+    configure_prefect()
+    from flows.exposure import observe_night
+    from flows.summary import print_sequence_summary
+
+    try:
+        results = asyncio.run(observe_night(plan, config))
+    except ConfigError as exc:
+        _fail(str(exc))
+    for result in results:
+        print_sequence_summary(result)
+
+
 if __name__ == "__main__":
     app()

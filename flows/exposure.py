@@ -19,7 +19,7 @@ from prefect.runtime import flow_run
 
 from flows.frame import acquire, finish, plan_exposure
 from schemas.errors import ConfigError
-from schemas.exposure import CalibrationSpec, ExposureSpec, SequenceSpec
+from schemas.exposure import CalibrationSpec, ExposureSpec, NightPlan, SequenceSpec
 from schemas.instrument import InstrumentConfig
 from schemas.results import ExposureResult, SequenceResult
 from tasks.archive import SequenceArchiver
@@ -151,3 +151,17 @@ async def run_sequence(
 async def calibrations(spec: CalibrationSpec, instrument: InstrumentConfig) -> SequenceResult:
     """Take a calibration set: biases, darks, flats and arcs, in that order."""
     return await _take_all(spec.name, spec.expand(), instrument, pipelined=True)
+
+
+@flow(name="observe-night")
+async def observe_night(plan: NightPlan, instrument: InstrumentConfig) -> list[SequenceResult]:
+    """Take every step of a night plan in order; every step is checked before the first.
+
+    A step that fails stops the night (the controllers are reset); the steps already
+    taken keep their files and appear in the run history.
+    """
+    steps = [(step.name, step.expand()) for step in plan.steps]
+    plans = plan_instrument(instrument)
+    for _, specs in steps:
+        _check_all(specs, instrument, plans)
+    return [await _take_all(name, specs, instrument, pipelined=True) for name, specs in steps]

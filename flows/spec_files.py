@@ -19,7 +19,7 @@ import yaml
 from pydantic import ValidationError
 
 from schemas.errors import ConfigError
-from schemas.exposure import CalibrationSpec, ExposureSpec, SequenceSpec
+from schemas.exposure import CalibrationSpec, ExposureSpec, NightPlan, SequenceSpec
 from schemas.instrument import InstrumentConfig
 
 SEQUENCE_KEY = "exposures"
@@ -65,6 +65,15 @@ def load_spec_file(path: Path) -> RunSpec:
         return model.model_validate(data)
     except ValidationError as exc:
         raise ConfigError.from_validation(f"{kind} file {path}", exc) from exc
+
+
+def load_night_plan(path: Path) -> NightPlan:
+    """A night plan file (YAML or JSON); ConfigError naming every bad field."""
+    data = _read_mapping(path)
+    try:
+        return NightPlan.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError.from_validation(f"night plan {path}", exc) from exc
 
 
 def _read_mapping(path: Path) -> dict[str, Any]:

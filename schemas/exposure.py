@@ -243,3 +243,23 @@ class CalibrationSpec(_Frozen):
 
     def as_sequence(self) -> SequenceSpec:
         return SequenceSpec(name=self.name, exposures=self.expand())
+
+
+class NightPlan(_Frozen):
+    """A night: sequences and calibration sets, taken in the order listed.
+
+    Each step is a SequenceSpec (it has ``exposures``) or a CalibrationSpec (it has
+    ``biases``/``darks``/``flats``/``arcs``); both forbid unknown keys, so a step is
+    one or the other, never both.
+    """
+
+    name: str = Field(default="night", min_length=1, max_length=64, pattern=r"^[\w.-]+$")
+    steps: list[SequenceSpec | CalibrationSpec] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_step_names(self) -> NightPlan:
+        names = [step.name for step in self.steps]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"step names must be unique (they name archives): {repeated}")
+        return self

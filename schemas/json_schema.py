@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from schemas.exposure import CalibrationSpec, ExposureSpec, SequenceSpec
+from schemas.exposure import CalibrationSpec, ExposureSpec, NightPlan, SequenceSpec
 from schemas.header import HeaderSpec
 from schemas.instrument import InstrumentConfig
 
@@ -20,6 +20,7 @@ MODELS: dict[str, type[BaseModel]] = {
     "exposure": ExposureSpec,
     "sequence": SequenceSpec,
     "calibration": CalibrationSpec,
+    "night": NightPlan,
     "instrument": InstrumentConfig,
     "header": HeaderSpec,
 }

@@ -89,9 +89,13 @@ def _row(facts: ExposureFacts) -> dict[str, Any]:
     }
 
 
-@task(name="archive", cache_policy=NO_CACHE, persist_result=False)
+@task(name="archive", cache_policy=NO_CACHE, persist_result=False, retries=1, retry_delay_seconds=1)
 async def archive(
     archiver: SequenceArchiver, products: list[CcdProduct], facts: ExposureFacts, when: datetime
 ) -> Path:
-    """Append in a worker thread: HDF5 compression and checksums are CPU work."""
+    """Append in a worker thread: HDF5 compression and checksums are CPU work.
+
+    Retried once: a failed append leaves the archive as it was, so appending again is
+    safe; an append that did land is refused the second time (its expnum is taken).
+    """
     return await asyncio.to_thread(archiver.append, products, facts, when)

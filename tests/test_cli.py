@@ -470,3 +470,10 @@ def test_run_takes_a_calibration_file_end_to_end(tmp_path: Path) -> None:
     assert types == ["bias"] * 4 + ["dark"] * 2 + ["flat"] * 2
     assert "sequence cli-calibrations: 4 exposures" in completed.stdout
     assert "8 FITS files" in completed.stdout
+
+
+@pytest.mark.usefixtures("no_prefect")
+def test_night_refuses_a_bad_plan_naming_the_step(tmp_path: Path) -> None:
+    plan = tmp_path / "night.yaml"
+    plan.write_text("steps:\n  - {name: cal, biases: -1}\n")
+    _refused(["night", str(plan)], str(plan), "steps.0")

@@ -191,3 +191,35 @@ async def test_calibration_sets_run_in_order(sim_instrument: InstrumentConfig) -
     assert [e.image_type.value for e in result.exposures] == ["bias", "bias", "dark", "flat"]
     flat = fits.getdata(result.exposures[-1].files[0].path)
     assert np.median(flat[:, :512]) > 0.8 * MODEL.illumination * 0.1 / MODEL.gain
+
+
+async def test_a_night_plan_runs_its_steps_in_order(sim_instrument: InstrumentConfig) -> None:
+    import yaml
+
+    from flows.exposure import observe_night
+    from schemas.exposure import NightPlan
+
+    from .conftest import REPO
+
+    plan = NightPlan.model_validate(
+        yaml.safe_load((REPO / "deploy" / "examples" / "night.yaml").read_text())
+    )
+    results = await observe_night(plan, sim_instrument)
+    assert [r.name for r in results] == ["evening-calibrations", "field-1"]
+    assert [e.image_type.value for e in results[0].exposures] == ["bias"] * 3 + ["dark"] * 2
+    assert [e.image_type.value for e in results[1].exposures] == ["flat", "object", "object"]
+    numbers = [e.expnum for r in results for e in r.exposures]
+    assert numbers == list(range(1, 9))
+
+
+def test_a_night_plan_refuses_a_step_that_is_neither_kind() -> None:
+    from pydantic import ValidationError
+
+    from schemas.exposure import NightPlan
+
+    with pytest.raises(ValidationError, match=r"steps\.0"):
+        NightPlan.model_validate({"steps": [{"name": "x", "colour": "red"}]})
+    with pytest.raises(ValidationError, match="unique"):
+        NightPlan.model_validate(
+            {"steps": [{"name": "a", "biases": 1}, {"name": "a", "biases": 2}]}
+        )

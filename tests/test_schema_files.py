@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from schemas.exposure import CalibrationSpec, ExposureSpec, SequenceSpec
+from schemas.exposure import CalibrationSpec, ExposureSpec, NightPlan, SequenceSpec
 from schemas.instrument import load_instrument
 from schemas.json_schema import MODELS, schema_text
 
@@ -30,6 +30,7 @@ def test_committed_schema_matches_the_model(name: str) -> None:
         ("exposure.yaml", ExposureSpec),
         ("sequence.yaml", SequenceSpec),
         ("calibrations.yaml", CalibrationSpec),
+        ("night.yaml", NightPlan),
     ],
 )
 def test_examples_validate(file: str, model: type[ExposureSpec]) -> None:
