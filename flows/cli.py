@@ -11,10 +11,10 @@ import asyncio
 import contextlib
 import re
 import signal
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 
@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from schemas.fits_rules import CardValue
     from schemas.instrument import InstrumentConfig
     from schemas.results import SequenceResult
+
+T = TypeVar("T")
 
 app = typer.Typer(
     name="ccdflow",
@@ -308,26 +310,48 @@ def run(
     data: DataOption = None,
 ) -> None:
     """Run the sequence or calibration set in FILE (see deploy/examples/)."""
-    from flows.spec_files import check_filters, load_spec_file
-    from schemas.errors import ConfigError
+    from flows.spec_files import load_spec_file
     from schemas.exposure import CalibrationSpec
 
-    try:
-        spec = load_spec_file(file)
-    except ConfigError as exc:
-        _fail(str(exc))
-    config = _instrument_config(instrument, host, port, data)
-    try:
-        check_filters(spec, config, f"spec file {file} for {config.name}")
-    except ConfigError as exc:
-        _fail(str(exc))
-    configure_prefect()
+    spec, config = _checked_file(file, load_spec_file, instrument, host, port, data)
     from flows.exposure import calibrations, run_sequence
 
     if isinstance(spec, CalibrationSpec):
         _run_flow(calibrations(spec, config))
     else:
         _run_flow(run_sequence(spec, config))
+
+
+def _checked_file(
+    file: Path,
+    load: Callable[[Path], T],
+    instrument: Path,
+    host: str | None,
+    port: int | None,
+    data: Path | None,
+) -> tuple[T, InstrumentConfig]:
+    """Load a spec file and the instrument, check the filters, then start Prefect.
+
+    Every refusal exits 2 naming the field, before Prefect is imported.
+    """
+    from flows.spec_files import check_filters
+    from schemas.errors import ConfigError
+    from schemas.exposure import NightPlan
+
+    try:
+        spec = load(file)
+    except ConfigError as exc:
+        _fail(str(exc))
+    config = _instrument_config(instrument, host, port, data)
+    steps: list[Any] = list(spec.steps) if isinstance(spec, NightPlan) else [spec]
+    try:
+        for step in steps:
+            where = f", step {step.name}" if isinstance(spec, NightPlan) else ""
+            check_filters(step, config, f"spec file {file}{where} for {config.name}")
+    except ConfigError as exc:
+        _fail(str(exc))
+    configure_prefect()
+    return spec, config
 
 
 @app.command()
@@ -339,22 +363,12 @@ def night(
     data: DataOption = None,
 ) -> None:
     """Run a night plan: its steps (sequences, calibration sets) in order."""
-    from flows.spec_files import check_filters, load_night_plan
-    from schemas.errors import ConfigError
+    from flows.spec_files import load_night_plan
 
-    try:
-        plan = load_night_plan(file)
-    except ConfigError as exc:
-        _fail(str(exc))
-    config = _instrument_config(instrument, host, port, data)
-    try:
-        for step in plan.steps:
-            check_filters(step, config, f"night plan {file}, step {step.name}")
-    except ConfigError as exc:
-        _fail(str(exc))
-    configure_prefect()
+    plan, config = _checked_file(file, load_night_plan, instrument, host, port, data)
     from flows.exposure import observe_night
     from flows.summary import print_sequence_summary
+    from schemas.errors import ConfigError
 
     try:
         results = asyncio.run(observe_night(plan, config))
