@@ -65,19 +65,23 @@ def test_bad_port_override_is_refused() -> None:
     assert "controllers.0.port" in result.output
 
 
-@pytest.mark.slow
-def test_demo_runs_end_to_end(tmp_path: Path) -> None:
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect")}
-    data = tmp_path / "data"
-    completed = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "demo", "--data", str(data)],
+def _ccdflow(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``ccdflow ARGS`` in a fresh process, with Prefect's home under ``tmp_path``."""
+    return subprocess.run(
+        [sys.executable, "-m", "flows.cli", *args],
         cwd=REPO,
-        env=env,
+        env={**os.environ, "PREFECT_HOME": str(tmp_path / "prefect")},
         capture_output=True,
         text=True,
         timeout=300,
         check=False,
     )
+
+
+@pytest.mark.slow
+def test_demo_runs_end_to_end(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    completed = _ccdflow(tmp_path, "demo", "--data", str(data))
     output = completed.stdout + completed.stderr
     assert completed.returncode == 0, output
     files = sorted(data.rglob("*.fits"))
@@ -450,18 +454,8 @@ def test_run_takes_a_calibration_file_end_to_end(tmp_path: Path) -> None:
         "flats: [{exptime: 0.2, count: 1}]\n"  # the sim instrument has no filters
     )
     data = tmp_path / "data"
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect")}
     with _simulator() as (_, port):
-        command = [sys.executable, "-m", "flows.cli", "run", str(spec), "--port", str(port)]
-        completed = subprocess.run(
-            [*command, "--data", str(data)],
-            cwd=REPO,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
+        completed = _ccdflow(tmp_path, "run", str(spec), "--port", str(port), "--data", str(data))
     output = completed.stdout + completed.stderr
     assert completed.returncode == 0, output
     files = sorted(data.rglob("*.fits"))
