@@ -18,6 +18,7 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 from flows.frame import acquire, finish, plan_exposure
+from flows.masters import build_masters
 from schemas.errors import ConfigError
 from schemas.exposure import CalibrationSpec, ExposureSpec, NightPlan, SequenceSpec
 from schemas.instrument import InstrumentConfig
@@ -147,10 +148,20 @@ async def run_sequence(
     return await _take_all(sequence.name, sequence.expand(), instrument, pipelined=pipelined)
 
 
+async def _calibration_set(spec: CalibrationSpec, instrument: InstrumentConfig) -> SequenceResult:
+    specs = spec.expand()
+    result = await _take_all(spec.name, specs, instrument, pipelined=True)
+    if not spec.build_masters:
+        return result
+    masters = await build_masters(specs, result.exposures, instrument, spec.combine)
+    return result.model_copy(update={"masters": masters})
+
+
 @flow(name="calibrations")
 async def calibrations(spec: CalibrationSpec, instrument: InstrumentConfig) -> SequenceResult:
-    """Take a calibration set: biases, darks, flats and arcs, in that order."""
-    return await _take_all(spec.name, spec.expand(), instrument, pipelined=True)
+    """Take a calibration set (biases, darks, flats and arcs, in that order) and build
+    master bias, dark and flat frames from it (unless ``build_masters`` is off)."""
+    return await _calibration_set(spec, instrument)
 
 
 @flow(name="observe-night")
@@ -160,8 +171,13 @@ async def observe_night(plan: NightPlan, instrument: InstrumentConfig) -> list[S
     A step that fails stops the night (the controllers are reset); the steps already
     taken keep their files and appear in the run history.
     """
-    steps = [(step.name, step.expand()) for step in plan.steps]
     plans = plan_instrument(instrument)
-    for _, specs in steps:
-        _check_all(specs, instrument, plans)
-    return [await _take_all(name, specs, instrument, pipelined=True) for name, specs in steps]
+    for step in plan.steps:
+        _check_all(step.expand(), instrument, plans)
+    results = []
+    for step in plan.steps:
+        if isinstance(step, CalibrationSpec):
+            results.append(await _calibration_set(step, instrument))
+        else:
+            results.append(await _take_all(step.name, step.expand(), instrument, pipelined=True))
+    return results

@@ -29,6 +29,7 @@ from devices.archon.window import Window as ReadoutWindow
 from schemas.errors import ConfigError
 from schemas.exposure import ExposureSpec
 from schemas.instrument import FailurePolicy, InstrumentConfig
+from schemas.processing import ProcessingConfig
 from schemas.results import ExposureResult, FileRecord
 from tasks.archive import SequenceArchiver, archive
 from tasks.ccd_work import process_exposure_on_dask, supports_layout
@@ -38,8 +39,9 @@ from tasks.flush import flush
 from tasks.geometry import plan_for_window, window_for
 from tasks.header import ExposureFacts
 from tasks.instrument import ControllerPlan, ControllerSession
+from tasks.masters import master_problems
 from tasks.numbering import next_exposure_number
-from tasks.post_process import CcdImage, post_process
+from tasks.post_process import CcdImage, ReadoutNumbers, post_process, processed_shape
 from tasks.readout import readout
 from tasks.stack import combine
 from tasks.telemetry import Snapshot, take_snapshot
@@ -103,9 +105,25 @@ def plan_exposure(
             problems.append(f"shutter: {name}'s timing script cannot open a shutter")
         windows[name] = window
         exposure_plans[name] = plan_for_window(plan, window)
+    if not problems:
+        problems += _master_problems(spec, instrument, list(exposure_plans.values()))
     if problems:
         raise ConfigError(f"exposure spec for {instrument.name}", problems)
     return ExposurePlan(windows, exposure_plans)
+
+
+def _master_problems(
+    spec: ExposureSpec, instrument: InstrumentConfig, plans: list[ControllerPlan]
+) -> list[str]:
+    """Masters that apply to ``spec`` but do not fit the images it will produce."""
+    processing = instrument.processing
+    shapes = {
+        ccd.name: processed_shape(region, ReadoutNumbers.of(plan), processing.trim)
+        for plan in plans
+        for region, ccd in zip(plan.layout, plan.config.ccds, strict=True)
+    }
+    bunit = "electron" if processing.electrons else "adu"
+    return master_problems(spec, processing.masters, shapes, bunit)
 
 
 def _defines(plan: ControllerPlan, parameter: str) -> bool:
@@ -316,7 +334,9 @@ async def finish(
             lambda: _process_and_write_on_dask(client, first, names, plan, facts, instrument, now),
         )
     else:
-        products = await _processed_products(sessions, names, frames, plan, spec, clock)
+        products = await _processed_products(
+            sessions, names, frames, plan, spec, clock, instrument.processing
+        )
         records = await clock.run("write", lambda: write_exposure(products, facts, instrument, now))
         if archiver is not None and missing_controllers:
             # The archive's cubes hold every CCD of every frame; a partial exposure is
@@ -354,12 +374,13 @@ async def _processed_products(
     plan: ExposurePlan,
     spec: ExposureSpec,
     clock: StageClock,
+    processing: ProcessingConfig,
 ) -> list[CcdProduct]:
     """Post-process every frame here (threads), combine stacked frames per CCD."""
 
     async def process(frame: _Frame) -> dict[str, list[CcdImage]]:
         processed = await asyncio.gather(
-            *(post_process(frame.raw[name], plan.plans[name]) for name in names)
+            *(post_process(frame.raw[name], plan.plans[name], spec, processing) for name in names)
         )
         return dict(zip(names, processed, strict=True))
 

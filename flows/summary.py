@@ -65,3 +65,9 @@ def print_sequence_summary(result: SequenceResult, console: Console | None = Non
         first = result.exposures[0]
         ccds = ", ".join(record.ccd for record in first.files)
         console.print(f"  one file per CCD ({ccds}), e.g. {first.files[0].path.name}")
+    for master in result.masters:
+        numbers = f"{min(master.inputs)}-{max(master.inputs)}"
+        label = master.kind if master.kind != "flat" else f"flat ({master.filter})"
+        console.print(
+            f"master {label} from {len(master.inputs)} exposures ({numbers}): {master.file.path}"
+        )

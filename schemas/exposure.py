@@ -209,6 +209,10 @@ class CalibrationSpec(_Frozen):
     darks: list[DarkSet] = Field(default_factory=list)
     flats: list[FlatSet] = Field(default_factory=list)
     arcs: list[ArcSet] = Field(default_factory=list)
+    build_masters: bool = Field(
+        default=True, description="combine the biases, darks and flats into master frames"
+    )
+    combine: StackMethod = Field(default=StackMethod.MEDIAN, description="how masters combine")
 
     @model_validator(mode="after")
     def _not_empty(self) -> CalibrationSpec:

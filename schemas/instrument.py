@@ -30,6 +30,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from schemas.errors import ConfigError
 from schemas.header import HeaderSpec
 from schemas.naming import NightRule, check_template, check_timezone
+from schemas.processing import ProcessingConfig
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,15}$"
 """Names that are safe in file names and FITS values."""
@@ -63,6 +64,12 @@ class CcdConfig(_Frozen):
     )
     temperature_key: str | None = Field(
         default=None, pattern=STATUS_KEY, description="STATUS key giving CCDTEMP, e.g. MOD2/TEMPA"
+    )
+    saturation_adu: int | None = Field(
+        default=None,
+        ge=1,
+        le=2**32 - 1,
+        description="raw level counted as saturated; default: the sample's full scale",
     )
 
     @field_validator("amplifiers")
@@ -149,13 +156,36 @@ class ArchiveConfig(_Frozen):
 
 class ReceiverConfig(_Frozen):
     """Where to announce new files. The bearer token is read from an environment
-    variable, never stored in the config."""
+    variable, never stored in the config.
+
+    Notifications wait in a durable outbox and are retried with exponential backoff
+    (``backoff_s``, doubling, at most ``backoff_max_s``) until the receiver accepts
+    them or ``max_attempts`` is reached; then they are kept as dead, never dropped.
+    The defaults ride out a receiver outage of about three hours.
+    """
 
     name: str = Field(pattern=NAME_PATTERN)
     url: AnyHttpUrl
     token_env: str | None = Field(default=None, pattern=r"^[A-Z_][A-Z0-9_]*$")
     send_file: bool = False
     timeout_s: float = Field(default=10.0, gt=0, le=600)
+    max_attempts: int = Field(
+        default=20, ge=1, le=1000, description="attempts before a notification is dead"
+    )
+    backoff_s: float = Field(
+        default=2.0, gt=0, le=3600, description="wait after the first failed attempt"
+    )
+    backoff_max_s: float = Field(
+        default=900.0, gt=0, le=86400, description="longest wait between two attempts"
+    )
+
+    @model_validator(mode="after")
+    def _backoff_cap_not_below_start(self) -> ReceiverConfig:
+        if self.backoff_max_s < self.backoff_s:
+            raise ValueError(
+                f"backoff_max_s ({self.backoff_max_s}) must be >= backoff_s ({self.backoff_s})"
+            )
+        return self
 
 
 class DaskConfig(_Frozen):
@@ -190,6 +220,7 @@ class InstrumentConfig(_Frozen):
     )
     on_controller_failure: FailurePolicy = FailurePolicy.FAIL
     storage: StorageConfig = Field(default_factory=StorageConfig)
+    processing: ProcessingConfig = Field(default_factory=ProcessingConfig)
     archive: ArchiveConfig = Field(default_factory=ArchiveConfig)
     receivers: list[ReceiverConfig] = Field(default_factory=list)
     dask: DaskConfig = Field(default_factory=DaskConfig)
@@ -296,16 +327,35 @@ def load_instrument(path: str | Path) -> InstrumentConfig:
     return resolve_paths(config, path.parent, source)
 
 
+def _resolved(path: Path, base: Path, where: str, problems: list[str]) -> Path:
+    absolute = (path if path.is_absolute() else base / path).resolve()
+    if not absolute.is_file():
+        problems.append(f"{where}: file not found: {absolute}")
+    return absolute
+
+
 def resolve_paths(config: InstrumentConfig, base: Path, source: str) -> InstrumentConfig:
-    """Make ACF paths absolute and check they exist, naming each bad one."""
+    """Make ACF and master-frame paths absolute and check they exist, naming each bad one."""
     problems: list[str] = []
-    controllers = []
-    for index, controller in enumerate(config.controllers):
-        acf = controller.acf if controller.acf.is_absolute() else (base / controller.acf)
-        acf = acf.resolve()
-        if not acf.is_file():
-            problems.append(f"controllers.{index}.acf: file not found: {acf}")
-        controllers.append(controller.model_copy(update={"acf": acf}))
+    controllers = [
+        controller.model_copy(
+            update={"acf": _resolved(controller.acf, base, f"controllers.{i}.acf", problems)}
+        )
+        for i, controller in enumerate(config.controllers)
+    ]
+    masters = config.processing.masters
+    where = "processing.masters"
+    resolved_masters = masters.model_copy(
+        update={
+            "bias": masters.bias and _resolved(masters.bias, base, f"{where}.bias", problems),
+            "dark": masters.dark and _resolved(masters.dark, base, f"{where}.dark", problems),
+            "flats": {
+                name: _resolved(path, base, f"{where}.flats.{name}", problems)
+                for name, path in masters.flats.items()
+            },
+        }
+    )
     if problems:
         raise ConfigError(source, problems)
-    return config.model_copy(update={"controllers": controllers})
+    processing = config.processing.model_copy(update={"masters": resolved_masters})
+    return config.model_copy(update={"controllers": controllers, "processing": processing})

@@ -39,6 +39,22 @@ class ExposureResult(BaseModel):
         default=None, description="UTC time the files (and archive entry) were complete"
     )
     timings: dict[str, float] = Field(description="seconds per stage, in stage order")
+    stats: dict[str, dict[str, float]] = Field(
+        default_factory=dict,
+        description="quick-look statistics per CCD: mean, median, std, saturated ...",
+    )
+
+
+class MasterRecord(BaseModel):
+    """A master calibration frame built from a calibration set, with its inputs."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: str = Field(description="bias, dark or flat")
+    filter: str = Field(description="filter of the inputs ('none' without one)")
+    file: FileRecord
+    inputs: list[int] = Field(description="exposure numbers combined")
+    seconds: float
 
 
 class SequenceResult(BaseModel):
@@ -50,3 +66,6 @@ class SequenceResult(BaseModel):
     flow_run_id: str | None
     exposures: list[ExposureResult]
     elapsed_s: float
+    masters: list[MasterRecord] = Field(
+        default_factory=list, description="master frames built (calibration sets)"
+    )

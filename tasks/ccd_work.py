@@ -29,7 +29,6 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -40,22 +39,10 @@ from schemas.instrument import CcdConfig, FileLayout, InstrumentConfig
 from schemas.results import FileRecord
 from tasks.header import ExposureFacts
 from tasks.instrument import ControllerPlan
-from tasks.post_process import process_ccd
+from tasks.post_process import ProcessingInputs, ReadoutNumbers, process_ccd
 from tasks.write import CcdProduct, write_exposure_files
 
 RawPixels = npt.NDArray[np.uint16] | npt.NDArray[np.uint32]
-
-
-class ReadoutNumbers(NamedTuple):
-    """What overscan correction needs from the controller's plan, per amplifier."""
-
-    pixels: int
-    overscan: int
-    lines: int
-
-    @classmethod
-    def of(cls, plan: ControllerPlan) -> ReadoutNumbers:
-        return cls(plan.pixels, plan.overscan_pixels, plan.lines)
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +137,7 @@ def process_and_write_ccd(
         pixels=numbers.pixels,
         overscan=numbers.overscan,
         lines=numbers.lines,
+        inputs=ProcessingInputs(ccd, facts.spec, instrument.processing),
     )
     product = CcdProduct(image, ccd, controller, buffer)
     records, warnings = write_exposure_files([product], facts, instrument, when)

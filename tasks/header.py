@@ -108,13 +108,12 @@ def ccd_cards(
         ("GAIN", ccd.gain, "[e-/ADU] gain"),
         ("RDNOISE", ccd.read_noise, "[e-] read noise"),
         ("CCDSUM", f"{binning.x} {binning.y}", "binning: columns, lines"),
-        ("BUNIT", "adu", "overscan-subtracted counts"),
+        ("BUNIT", image.bunit, "unit of the pixel values"),
     ]
     if image.datasec is not None:
-        cards += [
-            ("DATASEC", image.datasec.fits(), "science pixels"),
-            ("TRIMSEC", image.datasec.fits(), "section to keep after trimming"),
-        ]
+        cards.append(("DATASEC", image.datasec.fits(), "science pixels"))
+        if not image.trimmed:
+            cards.append(("TRIMSEC", image.datasec.fits(), "section to keep after trimming"))
         if facts.spec.window is None:
             x0, y0 = ccd.mosaic_origin
             width = (image.datasec.c1 - image.datasec.c0) * binning.x
@@ -156,8 +155,13 @@ def ccd_cards(
         else:
             comment = f"[degC] {ccd.temperature_key} at integration start"
             cards.append(("CCDTEMP", temperature, comment))
+    cards += image.cards
     for stat, value in image.stats.items():
-        cards.append((f"Q{stat.upper()[:7]}", round(value, 4), f"[adu] quick-look {stat} of data"))
+        if stat == "saturated":
+            cards.append(("NSATURAT", int(value), "science pixels at saturation (raw)"))
+        else:
+            unit = image.bunit
+            cards.append((f"Q{stat.upper()[:7]}", round(value, 4), f"[{unit}] quick-look {stat}"))
     return cards
 
 

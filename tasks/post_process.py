@@ -1,9 +1,14 @@
-"""Stage 5: split a raw buffer into CCD images, overscan-subtracted, physically oriented.
+"""Stage 5: turn a raw buffer into CCD images, by the chain in schemas/processing.py.
 
-Each amplifier is corrected in readout order (its overscan columns follow its data),
-then flipped into place, so the written image looks like the sky on the detector.
+Each amplifier is overscan-corrected in readout order (its overscan columns follow
+its data), converted to electrons if asked, then flipped into place, so the written
+image looks like the sky on the detector. Trimming then keeps only the science
+pixels, amplifiers in the same arrangement. Master calibrations and the instrument's
+own steps run on the assembled image; statistics come last, on the science pixels.
+
 The sections (DATASEC, BIASSEC, per amplifier DATASECx/BIASSECx) describe where the
-data and overscan sit in that written image, in FITS 1-based ``[x1:x2,y1:y2]`` form.
+data and overscan sit in the written image, in FITS 1-based ``[x1:x2,y1:y2]`` form;
+saturation is counted on the raw science pixels, before any correction.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -18,42 +24,49 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from devices.archon.acf import AmplifierRegion, CcdRegion
+from schemas.exposure import ExposureSpec
+from schemas.instrument import CcdConfig
+from schemas.processing import ProcessingConfig
+from tasks.fits_cards import Card
 from tasks.instrument import ControllerPlan
+from tasks.masters import apply_masters
+from tasks.overscan import correct_overscan
+from tasks.processing_steps import StepContext, run_steps
+from tasks.sections import AmplifierResult, Box, bounding_box_if_tiled
+
+__all__ = ["AmplifierResult", "Box", "CcdImage", "ProcessingInputs", "ReadoutNumbers"]
 
 FloatImage = npt.NDArray[np.float32]
+RawPixels = npt.NDArray[np.uint16] | npt.NDArray[np.uint32]
+
+DEFAULT_PROCESSING = ProcessingConfig()
+
+
+class ReadoutNumbers(NamedTuple):
+    """The readout geometry of each amplifier after binning: science pixels per line,
+    overscan pixels per line, science lines."""
+
+    pixels: int
+    overscan: int
+    lines: int
+
+    @classmethod
+    def of(cls, plan: ControllerPlan) -> ReadoutNumbers:
+        return cls(plan.pixels, plan.overscan_pixels, plan.lines)
 
 
 @dataclass(frozen=True, slots=True)
-class Box:
-    """A 0-based half-open rectangle of an image: rows [r0, r1), columns [c0, c1)."""
+class ProcessingInputs:
+    """What the chain needs beyond the geometry: the CCD, the exposure and the settings."""
 
-    r0: int
-    r1: int
-    c0: int
-    c1: int
-
-    def fits(self) -> str:
-        """The FITS section string, 1-based and inclusive, x (columns) first."""
-        return f"[{self.c0 + 1}:{self.c1},{self.r0 + 1}:{self.r1}]"
-
-    @property
-    def area(self) -> int:
-        return (self.r1 - self.r0) * (self.c1 - self.c0)
-
-
-@dataclass(frozen=True, slots=True)
-class AmplifierResult:
-    """What overscan correction did to one amplifier, for the header."""
-
-    name: str
-    data: Box
-    bias: Box | None
-    overscan_level: float
+    ccd: CcdConfig
+    spec: ExposureSpec
+    processing: ProcessingConfig
 
 
 @dataclass(frozen=True, slots=True)
 class CcdImage:
-    """One CCD's corrected image and the facts the writer puts in its header."""
+    """One CCD's processed image and the facts the writer puts in its header."""
 
     name: str
     data: FloatImage
@@ -61,6 +74,10 @@ class CcdImage:
     datasec: Box | None
     biassec: Box | None
     stats: dict[str, float]
+    bunit: str = "adu"
+    trimmed: bool = False
+    cards: tuple[Card, ...] = ()
+    """What the chain did (OVERSCAN, ZEROCOR, HISTORY of user steps, ...)."""
 
 
 def _amp_boxes(
@@ -86,17 +103,55 @@ def _amp_boxes(
     return data, bias
 
 
-def _bounding_box_if_tiled(boxes: list[Box]) -> Box | None:
-    """The union of ``boxes`` when it is one rectangle (disjoint boxes), else None."""
-    if not boxes:
-        return None
-    union = Box(
-        min(b.r0 for b in boxes),
-        max(b.r1 for b in boxes),
-        min(b.c0 for b in boxes),
-        max(b.c1 for b in boxes),
-    )
-    return union if sum(b.area for b in boxes) == union.area else None
+def trimmed_boxes(data_boxes: Sequence[Box]) -> tuple[list[Box], tuple[int, int]]:
+    """Where each amplifier's data go once overscan is cut out, and the trimmed shape.
+
+    Amplifiers keep their arrangement: they are ordered by their rows and columns in
+    the untrimmed image and packed side by side.
+    """
+    heights = {b.r0: b.shape[0] for b in data_boxes}
+    widths = {b.c0: b.shape[1] for b in data_boxes}
+    if len({(b.r0, b.c0) for b in data_boxes}) != len(data_boxes) or any(
+        b.shape != (heights[b.r0], widths[b.c0]) for b in data_boxes
+    ):
+        raise ValueError("amplifier data sections do not form a grid; cannot trim")
+    row_at, col_at, total_rows, total_cols = {}, {}, 0, 0
+    for r0 in sorted(heights):
+        row_at[r0], total_rows = total_rows, total_rows + heights[r0]
+    for c0 in sorted(widths):
+        col_at[c0], total_cols = total_cols, total_cols + widths[c0]
+    boxes = [
+        Box(row_at[b.r0], row_at[b.r0] + b.shape[0], col_at[b.c0], col_at[b.c0] + b.shape[1])
+        for b in data_boxes
+    ]
+    return boxes, (total_rows, total_cols)
+
+
+def processed_shape(region: CcdRegion, numbers: ReadoutNumbers, trim: bool) -> tuple[int, int]:
+    """The shape post-processing gives this CCD (for checks made before exposing)."""
+    if not trim:
+        return region.shape
+    boxes = [_amp_boxes(amp, *numbers)[0] for amp in region.amplifiers]
+    return trimmed_boxes(boxes)[1]
+
+
+def _trim(
+    image: FloatImage, amps: list[AmplifierResult]
+) -> tuple[FloatImage, list[AmplifierResult]]:
+    boxes, shape = trimmed_boxes([a.data for a in amps])
+    out = np.empty(shape, dtype=np.float32)
+    for amp, box in zip(amps, boxes, strict=True):
+        out[box.r0 : box.r1, box.c0 : box.c1] = image[
+            amp.data.r0 : amp.data.r1, amp.data.c0 : amp.data.c1
+        ]
+    return out, [
+        AmplifierResult(a.name, b, None, a.overscan_level) for a, b in zip(amps, boxes, strict=True)
+    ]
+
+
+def full_scale(buffer: RawPixels) -> int:
+    """The largest value the buffer's samples can hold (saturation when not configured)."""
+    return int(np.iinfo(buffer.dtype).max)
 
 
 def data_stats(image: FloatImage, amplifiers: Sequence[AmplifierResult]) -> dict[str, float]:
@@ -111,61 +166,102 @@ def data_stats(image: FloatImage, amplifiers: Sequence[AmplifierResult]) -> dict
     }
 
 
+def _gain_of(ccd: CcdConfig | None, amp: str) -> float:
+    if ccd is None:
+        return 1.0
+    return next((a.gain for a in ccd.amplifiers if a.name == amp), ccd.gain)
+
+
 def process_ccd(
-    buffer: npt.NDArray[np.uint16] | npt.NDArray[np.uint32],
+    buffer: RawPixels,
     region: CcdRegion,
     name: str,
     *,
     pixels: int,
     overscan: int,
     lines: int,
+    inputs: ProcessingInputs | None = None,
 ) -> CcdImage:
-    """Assemble one CCD: subtract each amplifier's per-row overscan median, flip, place.
-
-    Without overscan columns the image is only converted and oriented. Rows past
-    ``lines`` (overscan lines) are corrected with the amplifier's overall level.
-    """
+    """One CCD through the chain. Without ``inputs``: per-row median overscan only."""
+    processing = inputs.processing if inputs else DEFAULT_PROCESSING
+    ccd = inputs.ccd if inputs else None
+    electrons = processing.electrons and ccd is not None
+    saturation = (ccd.saturation_adu if ccd else None) or full_scale(buffer)
+    saturated = 0
     out = np.empty(region.shape, dtype=np.float32)
-    results: list[AmplifierResult] = []
+    amps: list[AmplifierResult] = []
     for amp in region.amplifiers:
-        block = buffer[amp.buffer_rows, amp.buffer_cols].astype(np.float32)
-        level = 0.0
-        if overscan > 0:
-            strip = block[:lines, pixels : pixels + overscan]
-            per_row = np.median(strip, axis=1)
-            level = float(np.median(per_row))
-            block[:lines] -= per_row[:, np.newaxis]
-            block[lines:] -= level
+        raw = buffer[amp.buffer_rows, amp.buffer_cols]
+        saturated += int(np.count_nonzero(raw[:lines, :pixels] >= saturation))
+        block = raw.astype(np.float32)
+        level = correct_overscan(
+            block, pixels=pixels, overscan=overscan, lines=lines, method=processing.overscan
+        )
+        if electrons:
+            block *= np.float32(_gain_of(ccd, amp.name))
         if amp.flip_rows:
             block = block[::-1]
         if amp.flip_cols:
             block = block[:, ::-1]
         out[amp.ccd_rows, amp.ccd_cols] = block
         data_box, bias_box = _amp_boxes(amp, pixels, overscan, lines)
-        results.append(AmplifierResult(amp.name, data_box, bias_box, level))
-    datasec = _bounding_box_if_tiled([r.data for r in results])
-    bias_boxes = [r.bias for r in results if r.bias is not None]
-    biassec = _bounding_box_if_tiled(bias_boxes) if len(bias_boxes) == len(results) else None
-    return CcdImage(name, out, tuple(results), datasec, biassec, data_stats(out, results))
+        amps.append(AmplifierResult(amp.name, data_box, bias_box, level))
+    cards: list[Card] = []
+    if overscan > 0:
+        cards.append(("OVERSCAN", processing.overscan.value, "overscan correction per amplifier"))
+    if processing.trim:
+        out, amps = _trim(out, amps)
+        cards.append(("TRIM", "overscan columns and lines removed", "trimmed to DATASEC"))
+    bunit = "electron" if electrons else "adu"
+    if inputs is not None:
+        cards += apply_masters(out, name, inputs.spec, processing.masters)
+        datasec = bounding_box_if_tiled([a.data for a in amps])
+        context = StepContext(inputs.ccd, inputs.spec, bunit, tuple(amps), datasec)
+        out, history = run_steps(out, processing.steps, context)
+        cards += history
+    datasec = bounding_box_if_tiled([a.data for a in amps])
+    bias_boxes = [a.bias for a in amps if a.bias is not None]
+    biassec = bounding_box_if_tiled(bias_boxes) if len(bias_boxes) == len(amps) else None
+    stats = {**data_stats(out, amps), "saturated": float(saturated)}
+    return CcdImage(
+        name,
+        out,
+        tuple(amps),
+        datasec,
+        biassec,
+        stats,
+        bunit=bunit,
+        trimmed=processing.trim,
+        cards=tuple(cards),
+    )
 
 
 def process_buffer(
-    buffer: npt.NDArray[np.uint16] | npt.NDArray[np.uint32], plan: ControllerPlan
+    buffer: RawPixels,
+    plan: ControllerPlan,
+    spec: ExposureSpec | None = None,
+    processing: ProcessingConfig | None = None,
 ) -> list[CcdImage]:
-    """Every CCD of one controller's buffer, in the config's CCD order."""
+    """Every CCD of one controller's buffer, in the config's CCD order.
+
+    Without ``spec`` only the default overscan correction runs (benchmarks, tests).
+    """
     if buffer.shape != plan.acf.buffer_shape:
         raise ValueError(
             f"{plan.config.name}: buffer shape {buffer.shape} does not match the ACF's "
             f"{plan.acf.buffer_shape}"
         )
+    settings = processing or DEFAULT_PROCESSING
+    numbers = ReadoutNumbers.of(plan)
     return [
         process_ccd(
             buffer,
             region,
             ccd.name,
-            pixels=plan.pixels,
-            overscan=plan.overscan_pixels,
-            lines=plan.lines,
+            pixels=numbers.pixels,
+            overscan=numbers.overscan,
+            lines=numbers.lines,
+            inputs=ProcessingInputs(ccd, spec, settings) if spec is not None else None,
         )
         for region, ccd in zip(plan.layout, plan.config.ccds, strict=True)
     ]
@@ -173,7 +269,10 @@ def process_buffer(
 
 @task(name="post-process", cache_policy=NO_CACHE, persist_result=False)
 async def post_process(
-    buffer: npt.NDArray[np.uint16] | npt.NDArray[np.uint32], plan: ControllerPlan
+    buffer: RawPixels,
+    plan: ControllerPlan,
+    spec: ExposureSpec | None = None,
+    processing: ProcessingConfig | None = None,
 ) -> list[CcdImage]:
     """Run :func:`process_buffer` in a worker thread so the event loop stays free."""
-    return await asyncio.to_thread(process_buffer, buffer, plan)
+    return await asyncio.to_thread(process_buffer, buffer, plan, spec, processing)

@@ -40,6 +40,8 @@ def combine(frames: Sequence[CcdImage], method: StackMethod) -> CcdImage:
         for i, amp in enumerate(first.amplifiers)
     )
     data = data.astype(np.float32)
-    return dataclasses.replace(
-        first, data=data, amplifiers=amplifiers, stats=data_stats(data, amplifiers)
-    )
+    stats = data_stats(data, amplifiers)
+    if all("saturated" in f.stats for f in frames):
+        # A pixel saturated in any frame is suspect in the combination.
+        stats["saturated"] = max(f.stats["saturated"] for f in frames)
+    return dataclasses.replace(first, data=data, amplifiers=amplifiers, stats=stats)
