@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 
+from flows.history_cli import history_command
 from flows.settings import configure_prefect
 
 if TYPE_CHECKING:
@@ -380,3 +381,7 @@ def night(
 
 if __name__ == "__main__":
     app()
+
+
+# Commands defined in their own modules.
+app.command("history")(history_command)

@@ -1,10 +1,11 @@
 """The exposure flows users run: one kind of exposure, a sequence, a calibration set.
 
 Parameters are pydantic models, so the Prefect UI shows validated forms and a bad
-value is refused before a run exists. The instrument is checked against its ACFs
-before any connection is made; each spec is checked against the instrument before
-its exposure starts; the controllers are reset (shutter closed) on the way out,
-whatever happened.
+value is refused before a run exists. Only one run drives an instrument at a time
+(tasks/instrument_lock.py; bad input is refused before waiting for it). The
+instrument is checked against its ACFs before any connection is made; each spec is
+checked against the instrument before its exposure starts; the controllers are reset
+(shutter closed) on the way out, whatever happened.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
@@ -24,9 +27,13 @@ from schemas.exposure import CalibrationSpec, ExposureSpec, NightPlan, SequenceS
 from schemas.instrument import InstrumentConfig
 from schemas.results import ExposureResult, SequenceResult
 from tasks.archive import SequenceArchiver
+from tasks.artifacts import publish_results, start_progress, update_progress
 from tasks.ccd_work import supports_layout
 from tasks.dask_cluster import open_client
 from tasks.instrument import ControllerPlan, ControllerSession, open_instrument, plan_instrument
+from tasks.instrument_lock import instrument_lock
+from tasks.journal import SequenceJournal
+from tasks.write import exposure_files
 
 
 def _current_flow_run_id() -> str | None:
@@ -60,124 +67,238 @@ def _check_all(
         raise ConfigError(f"sequence for {instrument.name}", problems)
 
 
+@dataclass(slots=True)
+class _Plan:
+    """A planned run's journal and what an interrupted run of it already took."""
+
+    journal: SequenceJournal
+    done: dict[int, ExposureResult]
+
+    @classmethod
+    def open(
+        cls, instrument: InstrumentConfig, name: str, specs: list[ExposureSpec], resume: bool
+    ) -> _Plan:
+        journal = SequenceJournal.for_plan(instrument, name, specs)
+        if not resume:
+            journal.close()
+        night = instrument.storage.night_rule.folder(datetime.now(UTC))
+        return cls(journal, journal.resume(night))
+
+
+def _flat(specs: list[ExposureSpec]) -> list[ExposureSpec]:
+    """One entry per exposure: the index in this list is the exposure's place in the plan."""
+    return [spec for spec in specs for _ in range(spec.count)]
+
+
 async def _take_all(
-    name: str, specs: list[ExposureSpec], instrument: InstrumentConfig, *, pipelined: bool
+    name: str,
+    specs: list[ExposureSpec],
+    instrument: InstrumentConfig,
+    *,
+    pipelined: bool,
+    plan: _Plan,
+    first_index: int = 0,
+    publish: bool = True,
 ) -> SequenceResult:
-    """Take ``specs`` in order. Pipelined, exposure N is finished (processed, written,
-    archived) while N+1 is flushed, integrated and read out; at most two exposures are
-    in memory. N+1's readout never targets a buffer N still needs: N is fetched before
-    N+1 starts."""
+    """Take ``specs`` in order, skipping what ``plan`` says is already done.
+
+    Pipelined, exposure N is finished (processed, written, archived) while N+1 is
+    flushed, integrated and read out; at most two exposures are in memory. N+1's
+    readout never targets a buffer N still needs: N is fetched before N+1 starts.
+    ``first_index`` is the place of the first exposure in the journal's plan (night
+    plans journal all their steps together).
+    """
     logger = get_run_logger()
     plans = plan_instrument(instrument)
     _check_all(specs, instrument, plans)
     start = time.perf_counter()
-    total = sum(spec.count for spec in specs)
-    results: list[ExposureResult] = []
+    planned = list(enumerate(_flat(specs), start=first_index))
+    total = len(planned)
+    results: dict[int, ExposureResult] = {i: plan.done[i] for i, _ in planned if i in plan.done}
+    resumed = sorted(r.expnum for r in results.values())
+    if resumed:
+        logger.warning(
+            "%s: resuming an interrupted run; %d of %d exposures are already on disk (%s)",
+            name,
+            len(resumed),
+            total,
+            ", ".join(map(str, resumed)),
+        )
+    progress = await start_progress(name, total)
     archiver = (
         SequenceArchiver(instrument, name, _current_flow_run_id())
         if instrument.archive.hdf5
         else None
     )
-    pending: asyncio.Task[ExposureResult] | None = None
+    pending: tuple[int, asyncio.Future[ExposureResult]] | None = None
 
-    def done(result: ExposureResult) -> None:
-        results.append(result)
+    async def done(index: int, result: ExposureResult) -> None:
+        plan.journal.done(index, result)
+        results[index] = result
         logger.info("%s: %d of %d exposures done", name, len(results), total)
+        await update_progress(progress, len(results), total)
+
+    def numbered(index: int, spec: ExposureSpec) -> Callable[[int, datetime], None]:
+        return lambda expnum, when: plan.journal.started(
+            index, expnum, exposure_files(instrument, spec, expnum, when)
+        )
+
+    def sequence_result() -> SequenceResult:
+        return SequenceResult(
+            name=name,
+            flow_run_id=_current_flow_run_id(),
+            exposures=[results[i] for i in sorted(results)],
+            elapsed_s=round(time.perf_counter() - start, 3),
+            resumed=resumed,
+        )
 
     workers = contextlib.ExitStack()
     dask_client = None
     if supports_layout(instrument) and not instrument.archive.hdf5:
         # Opened in a thread: the synchronous client runs its own event loop there.
         dask_client = await asyncio.to_thread(workers.enter_context, open_client(instrument.dask))
-    async with open_instrument(plans) as sessions:
-        system = await _system_info(sessions)
-        try:
-            for spec in specs:
-                for _ in range(spec.count):
-                    acquired = await acquire(sessions, spec, instrument)
+    try:
+        async with open_instrument(plans) as sessions:
+            system = await _system_info(sessions)
+            try:
+                for index, spec in planned:
+                    if index in results:
+                        continue
+                    acquired = await acquire(sessions, spec, instrument, numbered(index, spec))
+                    job = finish(acquired, sessions, instrument, system, archiver, dask_client)
                     if pending is not None:
-                        previous, pending = pending, None
+                        (previous_index, previous), pending = pending, None
                         try:
-                            done(await previous)
+                            await done(previous_index, await previous)
                         except BaseException:
                             # The frame just read out is still written before failing.
-                            await finish(
-                                acquired, sessions, instrument, system, archiver, dask_client
-                            )
+                            await done(index, await job)
                             raise
-                    job = finish(acquired, sessions, instrument, system, archiver, dask_client)
                     if pipelined:
-                        pending = asyncio.ensure_future(job)
+                        pending = (index, asyncio.ensure_future(job))
                     else:
-                        done(await job)
-            if pending is not None:
-                previous, pending = pending, None
-                done(await previous)
-        finally:
-            if pending is not None:
-                # Leaving early (an error, a cancellation): what was read out is written.
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(pending)
-            if archiver is not None:
-                archiver.close()
-            await asyncio.to_thread(workers.close)
-    return SequenceResult(
-        name=name,
-        flow_run_id=_current_flow_run_id(),
-        exposures=results,
-        elapsed_s=round(time.perf_counter() - start, 3),
-    )
+                        await done(index, await job)
+                if pending is not None:
+                    (previous_index, previous), pending = pending, None
+                    await done(previous_index, await previous)
+            finally:
+                if pending is not None:
+                    # Leaving early (an error, a cancellation): what was read out is written.
+                    with contextlib.suppress(Exception):
+                        pending_index, job_future = pending
+                        plan.journal.done(pending_index, await asyncio.shield(job_future))
+                if archiver is not None:
+                    archiver.close()
+                await asyncio.to_thread(workers.close)
+    except BaseException:
+        if publish:
+            # A failed run still shows what it wrote.
+            await asyncio.shield(publish_results(sequence_result()))
+        raise
+    result = sequence_result()
+    if publish:
+        await publish_results(result)
+    return result
 
 
 @flow(name="take-exposure")
 async def take_exposure(spec: ExposureSpec, instrument: InstrumentConfig) -> list[ExposureResult]:
-    """Take ``spec.count`` exposures of one kind."""
-    result = await _take_all(f"take-{spec.image_type.value}", [spec], instrument, pipelined=True)
+    """Take ``spec.count`` exposures of one kind (an interrupted call, repeated the same
+    night, continues where it stopped)."""
+    name = f"take-{spec.image_type.value}"
+    _check_all([spec], instrument, plan_instrument(instrument))
+    async with instrument_lock(instrument):
+        plan = _Plan.open(instrument, name, [spec], resume=True)
+        result = await _take_all(name, [spec], instrument, pipelined=True, plan=plan)
+        plan.journal.close()
     return result.exposures
 
 
 @flow(name="run-sequence")
 async def run_sequence(
-    sequence: SequenceSpec, instrument: InstrumentConfig, pipelined: bool = True
+    sequence: SequenceSpec,
+    instrument: InstrumentConfig,
+    pipelined: bool = True,
+    resume: bool = True,
 ) -> SequenceResult:
     """Take every exposure of ``sequence`` in order, on one connection per controller.
 
-    ``pipelined=False`` finishes each exposure before the next starts (for comparison
-    and for debugging a stage in isolation).
+    ``resume``: a sequence interrupted earlier the same night continues after the
+    exposures already on disk (tasks/journal.py); off, it starts again from the
+    first. ``pipelined=False`` finishes each exposure before the next starts (for
+    comparison and for debugging a stage in isolation).
     """
-    return await _take_all(sequence.name, sequence.expand(), instrument, pipelined=pipelined)
+    specs = sequence.expand()
+    _check_all(specs, instrument, plan_instrument(instrument))
+    async with instrument_lock(instrument):
+        plan = _Plan.open(instrument, sequence.name, specs, resume)
+        result = await _take_all(sequence.name, specs, instrument, pipelined=pipelined, plan=plan)
+        plan.journal.close()
+    return result
 
 
-async def _calibration_set(spec: CalibrationSpec, instrument: InstrumentConfig) -> SequenceResult:
+async def _calibration_set(
+    spec: CalibrationSpec, instrument: InstrumentConfig, plan: _Plan, first_index: int = 0
+) -> SequenceResult:
     specs = spec.expand()
-    result = await _take_all(spec.name, specs, instrument, pipelined=True)
-    if not spec.build_masters:
-        return result
-    masters = await build_masters(specs, result.exposures, instrument, spec.combine)
-    return result.model_copy(update={"masters": masters})
+    result = await _take_all(
+        spec.name,
+        specs,
+        instrument,
+        pipelined=True,
+        plan=plan,
+        first_index=first_index,
+        publish=False,
+    )
+    if spec.build_masters:
+        masters = await build_masters(specs, result.exposures, instrument, spec.combine)
+        result = result.model_copy(update={"masters": masters})
+    await publish_results(result)
+    return result
 
 
 @flow(name="calibrations")
-async def calibrations(spec: CalibrationSpec, instrument: InstrumentConfig) -> SequenceResult:
+async def calibrations(
+    spec: CalibrationSpec, instrument: InstrumentConfig, resume: bool = True
+) -> SequenceResult:
     """Take a calibration set (biases, darks, flats and arcs, in that order) and build
     master bias, dark and flat frames from it (unless ``build_masters`` is off)."""
-    return await _calibration_set(spec, instrument)
+    specs = spec.expand()
+    _check_all(specs, instrument, plan_instrument(instrument))
+    async with instrument_lock(instrument):
+        plan = _Plan.open(instrument, spec.name, specs, resume)
+        result = await _calibration_set(spec, instrument, plan)
+        plan.journal.close()
+    return result
 
 
 @flow(name="observe-night")
-async def observe_night(plan: NightPlan, instrument: InstrumentConfig) -> list[SequenceResult]:
+async def observe_night(
+    plan: NightPlan, instrument: InstrumentConfig, resume: bool = True
+) -> list[SequenceResult]:
     """Take every step of a night plan in order; every step is checked before the first.
 
     A step that fails stops the night (the controllers are reset); the steps already
-    taken keep their files and appear in the run history.
+    taken keep their files and appear in the run history. Run again the same night,
+    the plan continues where it stopped.
     """
     plans = plan_instrument(instrument)
-    for step in plan.steps:
-        _check_all(step.expand(), instrument, plans)
+    steps = [(step, step.expand()) for step in plan.steps]
+    for _, specs in steps:
+        _check_all(specs, instrument, plans)
+    every = [spec for _, specs in steps for spec in specs]
     results = []
-    for step in plan.steps:
-        if isinstance(step, CalibrationSpec):
-            results.append(await _calibration_set(step, instrument))
-        else:
-            results.append(await _take_all(step.name, step.expand(), instrument, pipelined=True))
+    async with instrument_lock(instrument):
+        progress = _Plan.open(instrument, plan.name, every, resume)
+        first = 0
+        for step, specs in steps:
+            if isinstance(step, CalibrationSpec):
+                result = await _calibration_set(step, instrument, progress, first)
+            else:
+                result = await _take_all(
+                    step.name, specs, instrument, pipelined=True, plan=progress, first_index=first
+                )
+            results.append(result)
+            first += len(_flat(specs))
+        progress.journal.close()
     return results

@@ -256,9 +256,16 @@ class Acquired:
 
 
 async def acquire(
-    sessions: list[ControllerSession], spec: ExposureSpec, instrument: InstrumentConfig
+    sessions: list[ControllerSession],
+    spec: ExposureSpec,
+    instrument: InstrumentConfig,
+    numbered: Callable[[int, datetime], None] | None = None,
 ) -> Acquired:
-    """Number the exposure, set the window, and read its frame(s) into memory."""
+    """Number the exposure, set the window, and read its frame(s) into memory.
+
+    ``numbered(expnum, when)`` is called once the number is reserved, before the
+    integration starts (the sequence journal records it there).
+    """
     plan = plan_exposure(spec, instrument, [s.plan for s in sessions])
     await _apply_windows(sessions, plan)
     clock = StageClock()
@@ -267,6 +274,8 @@ async def acquire(
         instrument.storage.data_root,
         taken=lambda n: any(p.exists() for p in exposure_paths(instrument, spec, n, now)),
     )
+    if numbered is not None:
+        numbered(expnum, now)
     frames = [
         await _read_one_frame(sessions, spec, clock, instrument)
         for _ in range(spec.frames_per_exposure)
@@ -329,7 +338,7 @@ async def finish(
     on_workers = len(frames) == 1 and archiver is None and supports_layout(instrument)
     if dask_client is not None and on_workers:
         client = dask_client
-        records = await clock.run(
+        records, stats = await clock.run(
             "process_write",
             lambda: _process_and_write_on_dask(client, first, names, plan, facts, instrument, now),
         )
@@ -337,6 +346,7 @@ async def finish(
         products = await _processed_products(
             sessions, names, frames, plan, spec, clock, instrument.processing
         )
+        stats = {p.ccd.name: dict(p.image.stats) for p in products}
         records = await clock.run("write", lambda: write_exposure(products, facts, instrument, now))
         if archiver is not None and missing_controllers:
             # The archive's cubes hold every CCD of every frame; a partial exposure is
@@ -364,6 +374,7 @@ async def finish(
         missing=missing_controllers,
         finished_at=datetime.now(UTC),
         timings=clock.seconds,
+        stats=stats,
     )
 
 
@@ -406,8 +417,9 @@ async def _process_and_write_on_dask(
     facts: ExposureFacts,
     instrument: InstrumentConfig,
     when: datetime,
-) -> list[FileRecord]:
-    """Every controller's CCDs on the Dask workers; the files' records come back."""
+) -> tuple[list[FileRecord], dict[str, dict[str, float]]]:
+    """Every controller's CCDs on the Dask workers; the files' records and each CCD's
+    quick-look statistics come back."""
     logger = get_run_logger()
     outcomes = await asyncio.gather(
         *(
@@ -424,8 +436,10 @@ async def _process_and_write_on_dask(
         )
     )
     records = []
+    stats = {}
     for outcome in (o for per_controller in outcomes for o in per_controller):
         for warning in outcome.warnings:
             logger.warning("header card left empty: %s", warning)
         records.append(outcome.file)
-    return records
+        stats[outcome.file.ccd] = outcome.stats
+    return records, stats

@@ -207,6 +207,13 @@ class FailurePolicy(StrEnum):
     WRITE_PARTIAL = "write_partial"
 
 
+class BusyPolicy(StrEnum):
+    """What a run does when another run already drives the instrument."""
+
+    WAIT = "wait"
+    FAIL = "fail"
+
+
 class InstrumentConfig(_Frozen):
     """The whole instrument: identity cards, controllers, storage and services."""
 
@@ -228,6 +235,12 @@ class InstrumentConfig(_Frozen):
         default=None,
         pattern=r"^[\w.-]{1,64}$",
         description="Prefect limit; default instrument-NAME",
+    )
+    on_busy: BusyPolicy = Field(
+        default=BusyPolicy.WAIT, description="a second run waits for the first, or fails"
+    )
+    busy_timeout_s: float | None = Field(
+        default=None, gt=0, description="longest wait for the instrument (none: no limit)"
     )
     header: HeaderSpec = Field(default_factory=HeaderSpec)
 

@@ -69,3 +69,7 @@ class SequenceResult(BaseModel):
     masters: list[MasterRecord] = Field(
         default_factory=list, description="master frames built (calibration sets)"
     )
+    resumed: list[int] = Field(
+        default_factory=list,
+        description="exposure numbers taken by an earlier, interrupted run of this plan",
+    )

@@ -240,10 +240,7 @@ def write_master(
             ("QMEDIAN", round(float(np.median(ccd.data)), 6), "median of the master"),
             ("QSTD", round(float(np.std(ccd.data)), 6), "standard deviation of the master"),
         ]
-        cards += [
-            (key, name[-NAME_CHARS:], "master used")
-            for key, name in ccd.corrections.items()
-        ]
+        cards += [(key, name[-NAME_CHARS:], "master used") for key, name in ccd.corrections.items()]
         parts.append(ImagePart(data=ccd.data, cards=cards, extname=ccd.ccd))
     path = folder / master_name(instrument, kind, filter_name, expnums)
     written = write_fits(path, parts, primary_cards=primary)

@@ -61,14 +61,21 @@ def file_name(
     )
 
 
+def exposure_files(
+    instrument: InstrumentConfig, spec: ExposureSpec, expnum: int, when: datetime
+) -> list[tuple[str, Path]]:
+    """(CCD, path) of every file one exposure will write: one per CCD, or one
+    multi-extension file (CCD "all")."""
+    folder = night_folder(instrument, when)
+    ccds = ["all"] if instrument.storage.layout is FileLayout.MEF else instrument.ccd_names
+    return [(ccd, folder / file_name(instrument, spec, expnum, when, ccd)) for ccd in ccds]
+
+
 def exposure_paths(
     instrument: InstrumentConfig, spec: ExposureSpec, expnum: int, when: datetime
 ) -> list[Path]:
     """Every file one exposure will write (one per CCD, or one multi-extension file)."""
-    folder = night_folder(instrument, when)
-    if instrument.storage.layout is FileLayout.MEF:
-        return [folder / file_name(instrument, spec, expnum, when, "all")]
-    return [folder / file_name(instrument, spec, expnum, when, ccd) for ccd in instrument.ccd_names]
+    return [path for _, path in exposure_files(instrument, spec, expnum, when)]
 
 
 def _ccd_part(
