@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 import typer
 
 from flows.history_cli import history_command
+from flows.outbox_cli import outbox_app
 from flows.settings import configure_prefect
 
 if TYPE_CHECKING:
@@ -385,3 +386,4 @@ if __name__ == "__main__":
 
 # Commands defined in their own modules.
 app.command("history")(history_command)
+app.add_typer(outbox_app, name="outbox")

@@ -33,6 +33,7 @@ from tasks.dask_cluster import open_client
 from tasks.instrument import ControllerPlan, ControllerSession, open_instrument, plan_instrument
 from tasks.instrument_lock import instrument_lock
 from tasks.journal import SequenceJournal
+from tasks.send import send
 from tasks.write import exposure_files
 
 
@@ -132,9 +133,22 @@ async def _take_all(
     )
     pending: tuple[int, asyncio.Future[ExposureResult]] | None = None
 
+    notifications: list[asyncio.Future[object]] = []
+
     async def done(index: int, result: ExposureResult) -> None:
         plan.journal.done(index, result)
         results[index] = result
+        if instrument.receivers:
+            # Durable (the outbox is on disk before this returns); delivery goes on in
+            # the background so a slow receiver never holds up the next exposure.
+            metadata = {
+                "instrument": instrument.name,
+                "sequence": name,
+                "flow_run_id": _current_flow_run_id(),
+                "exposure": result.model_dump(mode="json"),
+            }
+            files = [record.path for record in result.files]
+            notifications.append(asyncio.ensure_future(send(instrument, metadata, files)))
         logger.info("%s: %d of %d exposures done", name, len(results), total)
         await update_progress(progress, len(results), total)
 
@@ -195,6 +209,10 @@ async def _take_all(
             # A failed run still shows what it wrote.
             await asyncio.shield(publish_results(sequence_result()))
         raise
+    finally:
+        for outcome in await asyncio.gather(*notifications, return_exceptions=True):
+            if isinstance(outcome, BaseException):
+                logger.error("a notification could not be queued: %s", outcome)
     result = sequence_result()
     if publish:
         await publish_results(result)

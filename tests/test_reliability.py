@@ -86,3 +86,53 @@ async def test_sigterm_mid_integration_closes_the_shutter_within_a_second(
     assert not archon_sim.timing_held
     assert code != 0, output
     assert list((tmp_path / "data").rglob("*.fits")) == []  # nothing half-written
+
+
+def _fits_by_expnum(data: Path) -> dict[int, list[Path]]:
+    from astropy.io import fits
+
+    found: dict[int, list[Path]] = {}
+    for path in sorted(data.rglob("*.fits")):
+        found.setdefault(int(fits.getheader(path)["EXPNUM"]), []).append(path)
+    return found
+
+
+async def test_kill_9_mid_sequence_then_resume_takes_every_exposure_once(
+    tmp_path: Path, archon_sim: ArchonSimulator
+) -> None:
+    planned = 6
+    sequence = tmp_path / "sequence.yaml"
+    sequence.write_text(
+        f"name: kill-test\nexposures:\n  - {{image_type: dark, exptime: 1.0, count: {planned}}}\n"
+    )
+    data = tmp_path / "data"
+    args = ("run", str(sequence), "--port", str(archon_sim.port), "--data", str(data))
+    first = await _ccdflow(tmp_path, *args)
+    try:
+        await _until(lambda: len(_fits_by_expnum(data)) >= 2, STARTUP_S, "two exposures written")
+        first.send_signal(signal.SIGKILL)
+        await first.wait()
+    finally:
+        if first.returncode is None:
+            first.kill()
+            await first.wait()
+    killed_with = _fits_by_expnum(data)
+    second = await _ccdflow(tmp_path, *args)
+    code = await asyncio.wait_for(second.wait(), STARTUP_S + 60)
+    output = _output(tmp_path)
+    assert code == 0, output
+    assert "resuming an interrupted run" in output
+    # The killed run's slot of the concurrency limit stayed taken (the embedded API
+    # reclaims no leases); the resumed run released it instead of waiting forever.
+    assert "held by a run that no longer exists; released it" in output, output
+    exposures = _fits_by_expnum(data)
+    complete = {n: paths for n, paths in exposures.items() if len(paths) == 2}
+    print(
+        f"planned {planned}; on disk when killed {len(killed_with)}; after resume "
+        f"{len(complete)} complete, numbers {sorted(complete)}"
+    )
+    assert len(complete) == planned, output  # every planned exposure, once
+    assert complete.keys() == exposures.keys()  # no exposure with a file missing
+    assert all(killed_with[n] == complete[n] for n in killed_with)  # nothing rewritten
+    leftovers = [p for p in data.rglob("*") if p.is_file() and p.name.startswith(".")]
+    assert leftovers == [] or all(".ccdflow" in str(p) or p.suffix == ".lock" for p in leftovers)
