@@ -380,10 +380,31 @@ def night(
         print_sequence_summary(result)
 
 
-if __name__ == "__main__":
-    app()
+@app.command()
+def recover(
+    instrument: InstrumentOption = DEFAULT_INSTRUMENT,
+    host: HostOption = None,
+    port: PortOption = None,
+    data: DataOption = None,
+) -> None:
+    """Write frames an interrupted run left in the controllers' buffers (runs do this
+    themselves when they start)."""
+    config = _instrument_config(instrument, host, port, data)
+    configure_prefect()
+    from flows.recovery import recover as recover_flow
+
+    results = asyncio.run(recover_flow(config))
+    if not results:
+        typer.echo("nothing to recover")
+    for result in results:
+        names = ", ".join(str(record.path) for record in result.files)
+        typer.echo(f"exposure {result.expnum} recovered: {names}")
 
 
 # Commands defined in their own modules.
 app.command("history")(history_command)
 app.add_typer(outbox_app, name="outbox")
+
+
+if __name__ == "__main__":
+    app()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -22,6 +22,7 @@ from prefect.runtime import flow_run
 
 from flows.frame import acquire, finish, plan_exposure
 from flows.masters import build_masters
+from flows.recovery import recover_frames
 from schemas.errors import ConfigError
 from schemas.exposure import CalibrationSpec, ExposureSpec, NightPlan, SequenceSpec
 from schemas.instrument import InstrumentConfig
@@ -33,6 +34,7 @@ from tasks.dask_cluster import open_client
 from tasks.instrument import ControllerPlan, ControllerSession, open_instrument, plan_instrument
 from tasks.instrument_lock import instrument_lock
 from tasks.journal import SequenceJournal
+from tasks.savepoint import remove_savepoint
 from tasks.send import send
 from tasks.write import exposure_files
 
@@ -131,12 +133,13 @@ async def _take_all(
         if instrument.archive.hdf5
         else None
     )
-    pending: tuple[int, asyncio.Future[ExposureResult]] | None = None
+    pending: asyncio.Future[None] | None = None
 
     notifications: list[asyncio.Future[object]] = []
 
     async def done(index: int, result: ExposureResult) -> None:
         plan.journal.done(index, result)
+        remove_savepoint(instrument, result.expnum)
         results[index] = result
         if instrument.receivers:
             # Durable (the outbox is on disk before this returns); delivery goes on in
@@ -151,6 +154,10 @@ async def _take_all(
             notifications.append(asyncio.ensure_future(send(instrument, metadata, files)))
         logger.info("%s: %d of %d exposures done", name, len(results), total)
         await update_progress(progress, len(results), total)
+
+    async def finished(index: int, job: Awaitable[ExposureResult]) -> None:
+        """Journal the exposure the moment its files are written (the save-point goes)."""
+        await done(index, await job)
 
     def numbered(index: int, spec: ExposureSpec) -> Callable[[int, datetime], None]:
         return lambda expnum, when: plan.journal.started(
@@ -174,33 +181,45 @@ async def _take_all(
     try:
         async with open_instrument(plans) as sessions:
             system = await _system_info(sessions)
+            for recovered in await recover_frames(sessions, instrument, system):
+                if recovered.journal == plan.journal.path and recovered.index is not None:
+                    results[recovered.index] = recovered.result
+                    resumed.append(recovered.result.expnum)
             try:
                 for index, spec in planned:
                     if index in results:
                         continue
-                    acquired = await acquire(sessions, spec, instrument, numbered(index, spec))
-                    job = finish(acquired, sessions, instrument, system, archiver, dask_client)
+                    acquired = await acquire(
+                        sessions,
+                        spec,
+                        instrument,
+                        numbered(index, spec),
+                        journal_entry=(plan.journal.path, index),
+                    )
+                    job = finished(
+                        index,
+                        finish(acquired, sessions, instrument, system, archiver, dask_client),
+                    )
                     if pending is not None:
-                        (previous_index, previous), pending = pending, None
+                        previous, pending = pending, None
                         try:
-                            await done(previous_index, await previous)
+                            await previous
                         except BaseException:
                             # The frame just read out is still written before failing.
-                            await done(index, await job)
+                            await job
                             raise
                     if pipelined:
-                        pending = (index, asyncio.ensure_future(job))
+                        pending = asyncio.ensure_future(job)
                     else:
-                        await done(index, await job)
+                        await job
                 if pending is not None:
-                    (previous_index, previous), pending = pending, None
-                    await done(previous_index, await previous)
+                    previous, pending = pending, None
+                    await previous
             finally:
                 if pending is not None:
                     # Leaving early (an error, a cancellation): what was read out is written.
                     with contextlib.suppress(Exception):
-                        pending_index, job_future = pending
-                        plan.journal.done(pending_index, await asyncio.shield(job_future))
+                        await asyncio.shield(pending)
                 if archiver is not None:
                     archiver.close()
                 await asyncio.to_thread(workers.close)

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
+from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
@@ -25,6 +26,7 @@ from distributed import Client
 from prefect import get_run_logger
 from prefect.runtime import flow_run
 
+from devices.archon.errors import ArchonError
 from devices.archon.window import Window as ReadoutWindow
 from schemas.errors import ConfigError
 from schemas.exposure import ExposureSpec
@@ -43,6 +45,7 @@ from tasks.masters import master_problems
 from tasks.numbering import next_exposure_number
 from tasks.post_process import CcdImage, ReadoutNumbers, post_process, processed_shape
 from tasks.readout import readout
+from tasks.savepoint import FrameIdentity, SavePoint, snapshot_values, write_savepoint
 from tasks.stack import combine
 from tasks.telemetry import Snapshot, take_snapshot
 from tasks.write import CcdProduct, exposure_paths, write_exposure
@@ -154,7 +157,9 @@ def _status_readers(
 
 
 @dataclass(slots=True)
-class _Frame:
+class ReadFrame:
+    """One readout of every live controller: pixels, buffers, timing and telemetry."""
+
     raw: dict[str, RawFrame]
     buffers: dict[str, int]
     date_obs: datetime
@@ -201,12 +206,20 @@ async def _on_each(
     return survivors
 
 
+BeforeFetch = Callable[
+    [dict[str, int], datetime, float, "asyncio.Future[Snapshot]", dict[str, str]], Awaitable[None]
+]
+"""Called with (buffers, date_obs, darktime, start snapshot, failed) between readout and
+fetch: where the save-point is written."""
+
+
 async def _read_one_frame(
     sessions: list[ControllerSession],
     spec: ExposureSpec,
     clock: StageClock,
     instrument: InstrumentConfig,
-) -> _Frame:
+    before_fetch: BeforeFetch | None = None,
+) -> ReadFrame:
     """flush -> expose -> readout -> fetch on every controller, telemetry alongside.
 
     Only the instrument's shutter controller opens the shutter; the others integrate
@@ -230,8 +243,14 @@ async def _read_one_frame(
     darktime = time.monotonic() - integration_start
     end_snapshot = asyncio.ensure_future(take_snapshot(readers, timeout=SNAPSHOT_TIMEOUT))
     buffers = await each("readout", lambda s: readout(s.controller, spec.readout_delay))
+    if before_fetch is not None:
+        hook = before_fetch
+        await clock.run(
+            "savepoint",
+            lambda: hook(buffers, min(starts.values()), darktime, start_snapshot, failed),
+        )
     frames = await each("fetch", lambda s: fetch(s.controller, buffers[s.plan.config.name]))
-    return _Frame(
+    return ReadFrame(
         raw=frames,
         buffers={name: buffers[name] for name in frames},
         date_obs=min(starts.values()),
@@ -252,7 +271,7 @@ class Acquired:
     expnum: int
     when: datetime
     clock: StageClock
-    frames: list[_Frame]
+    frames: list[ReadFrame]
 
 
 async def acquire(
@@ -260,11 +279,15 @@ async def acquire(
     spec: ExposureSpec,
     instrument: InstrumentConfig,
     numbered: Callable[[int, datetime], None] | None = None,
+    journal_entry: tuple[Path, int] | None = None,
 ) -> Acquired:
     """Number the exposure, set the window, and read its frame(s) into memory.
 
     ``numbered(expnum, when)`` is called once the number is reserved, before the
-    integration starts (the sequence journal records it there).
+    integration starts (the sequence journal records it there). A single-frame
+    exposure leaves a save-point before its fetch (tasks/savepoint.py), naming
+    ``journal_entry`` (journal file, index) so a recovery can complete the journal.
+    Stacked exposures combine several readouts and cannot be recovered from one buffer.
     """
     plan = plan_exposure(spec, instrument, [s.plan for s in sessions])
     await _apply_windows(sessions, plan)
@@ -276,11 +299,61 @@ async def acquire(
     )
     if numbered is not None:
         numbered(expnum, now)
+    hook = None
+    if spec.frames_per_exposure == 1:
+        hook = partial(_save_point, sessions, instrument, spec, expnum, now, journal_entry)
     frames = [
-        await _read_one_frame(sessions, spec, clock, instrument)
+        await _read_one_frame(sessions, spec, clock, instrument, hook)
         for _ in range(spec.frames_per_exposure)
     ]
     return Acquired(spec, plan, expnum, now, clock, frames)
+
+
+async def _save_point(
+    sessions: list[ControllerSession],
+    instrument: InstrumentConfig,
+    spec: ExposureSpec,
+    expnum: int,
+    when: datetime,
+    journal_entry: tuple[Path, int] | None,
+    buffers: dict[str, int],
+    date_obs: datetime,
+    darktime: float,
+    start: asyncio.Future[Snapshot],
+    failed: dict[str, str],
+) -> None:
+    """Record what the files need besides the pixels, before fetching them.
+
+    Best effort: an exposure is never failed for want of a save-point (the fetch
+    would meet the same broken link and fail or be recorded by the failure policy).
+    """
+    live = [s for s in sessions if s.plan.config.name in buffers]
+    try:
+        statuses = await asyncio.gather(*(s.controller.frame() for s in live))
+    except ArchonError as exc:
+        get_run_logger().warning("exposure %d: no save-point (FRAME failed: %s)", expnum, exc)
+        return
+    frames = {}
+    for session, status in zip(live, statuses, strict=True):
+        name = session.plan.config.name
+        info = status.buffer(buffers[name])
+        frames[name] = FrameIdentity(buffer=info.number, frame=info.frame, timestamp=info.timestamp)
+    run_id = flow_run.get_id()
+    point = SavePoint(
+        instrument=instrument.name,
+        expnum=expnum,
+        spec=spec,
+        when=when,
+        date_obs=date_obs,
+        darktime=darktime,
+        flow_run_id=str(run_id) if run_id else None,
+        frames=frames,
+        status_start=snapshot_values(start.result().values) if start.done() else {},
+        failed=dict(failed),
+        journal=journal_entry[0] if journal_entry else None,
+        index=journal_entry[1] if journal_entry else None,
+    )
+    await asyncio.to_thread(write_savepoint, instrument, point)
 
 
 async def finish(
@@ -381,7 +454,7 @@ async def finish(
 async def _processed_products(
     sessions: list[ControllerSession],
     names: list[str],
-    frames: list[_Frame],
+    frames: list[ReadFrame],
     plan: ExposurePlan,
     spec: ExposureSpec,
     clock: StageClock,
@@ -389,7 +462,7 @@ async def _processed_products(
 ) -> list[CcdProduct]:
     """Post-process every frame here (threads), combine stacked frames per CCD."""
 
-    async def process(frame: _Frame) -> dict[str, list[CcdImage]]:
+    async def process(frame: ReadFrame) -> dict[str, list[CcdImage]]:
         processed = await asyncio.gather(
             *(post_process(frame.raw[name], plan.plans[name], spec, processing) for name in names)
         )
@@ -411,7 +484,7 @@ async def _processed_products(
 
 async def _process_and_write_on_dask(
     client: Client,
-    frame: _Frame,
+    frame: ReadFrame,
     names: list[str],
     plan: ExposurePlan,
     facts: ExposureFacts,

@@ -66,26 +66,29 @@ def plan_instrument(instrument: InstrumentConfig) -> list[ControllerPlan]:
     return plans
 
 
+def controller_for(plan: ControllerPlan) -> ArchonController:
+    """A new, unconnected adapter for the plan's controller, with its configured timeouts.
+
+    Every caller (a run, the make-safe action) builds it here, so they all talk to the
+    controller with the same address, ACF and timeouts.
+    """
+    return ArchonController(
+        plan.config.host,
+        plan.config.port,
+        plan.acf,
+        name=plan.config.name,
+        timing=ControllerTiming(
+            command_timeout=plan.config.command_timeout_s,
+            flush_seconds=plan.config.flush_time_s,
+            readout_timeout=plan.config.readout_timeout_s,
+        ),
+    )
+
+
 @contextlib.asynccontextmanager
 async def open_instrument(plans: list[ControllerPlan]) -> AsyncIterator[list[ControllerSession]]:
     """Connect to every controller, check power, reset; reset again on the way out."""
-    sessions = [
-        ControllerSession(
-            plan,
-            ArchonController(
-                plan.config.host,
-                plan.config.port,
-                plan.acf,
-                name=plan.config.name,
-                timing=ControllerTiming(
-                    command_timeout=plan.config.command_timeout_s,
-                    flush_seconds=plan.config.flush_time_s,
-                    readout_timeout=plan.config.readout_timeout_s,
-                ),
-            ),
-        )
-        for plan in plans
-    ]
+    sessions = [ControllerSession(plan, controller_for(plan)) for plan in plans]
     try:
         for session in sessions:
             await session.controller.connect()

@@ -78,15 +78,15 @@ def _files_intact(files: PlannedFiles) -> bool:
 class SequenceJournal:
     """The journal of one planned run (module docstring)."""
 
-    def __init__(self, folder: Path, name: str, digest: str) -> None:
-        self.path = folder / f"{name}-{digest}.jsonl"
+    def __init__(self, path: Path) -> None:
+        self.path = path
 
     @classmethod
     def for_plan(
         cls, instrument: InstrumentConfig, name: str, specs: Sequence[ExposureSpec]
     ) -> SequenceJournal:
         folder = instrument.storage.data_root / ".ccdflow" / "journal"
-        return cls(folder, name, plan_digest(instrument, specs))
+        return cls(folder / f"{name}-{plan_digest(instrument, specs)}.jsonl")
 
     def read(self) -> JournalState:
         """The journal as it stands; a torn last line (a crash mid-append) is ignored."""

@@ -32,3 +32,8 @@ def verify_fits_checksums(path: Path) -> None:
                     _ = hdu.data
         except AstropyUserWarning as exc:
             raise ChecksumError(f"{path}: {exc}") from exc
+        except ChecksumError:
+            raise
+        except (TypeError, ValueError) as exc:
+            # A truncated file: astropy cannot even map the data the header announces.
+            raise ChecksumError(f"{path}: unreadable ({exc})") from exc

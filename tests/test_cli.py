@@ -459,11 +459,16 @@ def test_run_takes_a_calibration_file_end_to_end(tmp_path: Path) -> None:
     output = completed.stdout + completed.stderr
     assert completed.returncode == 0, output
     files = sorted(data.rglob("*.fits"))
-    assert len(files) == 8, output  # 4 exposures x 2 CCDs
+    assert len(files) == 8 + 3, output  # 4 exposures x 2 CCDs, and 3 masters
     types = sorted(fits.getheader(f)["IMAGETYP"] for f in files)
-    assert types == ["bias"] * 4 + ["dark"] * 2 + ["flat"] * 2
+    assert types == ["bias"] * 4 + ["dark"] * 2 + ["flat"] * 2 + [
+        "master_bias",
+        "master_dark",
+        "master_flat",
+    ]
     assert "sequence cli-calibrations: 4 exposures" in completed.stdout
     assert "8 FITS files" in completed.stdout
+    assert "master flat (none) from 1 exposures (4-4)" in completed.stdout
 
 
 @pytest.mark.usefixtures("no_prefect")

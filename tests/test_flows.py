@@ -52,7 +52,14 @@ async def test_a_sequence_writes_physically_right_frames(
     for exposure in result.exposures:
         assert [f.ccd for f in exposure.files] == ["r1", "b1"]
         # Per-CCD files: processed and written on the (default, threaded) Dask cluster.
-        assert list(exposure.timings) == ["flush", "expose", "readout", "fetch", "process_write"]
+        assert list(exposure.timings) == [
+            "flush",
+            "expose",
+            "readout",
+            "savepoint",
+            "fetch",
+            "process_write",
+        ]
         for record in exposure.files:
             assert record.path.is_file()
             verify_fits_checksums(record.path)
