@@ -122,7 +122,8 @@ async def run_demo(instrument_path: Path, data_root: Path, prefect_home: Path) -
     console.print(f"CHECKSUM/DATASUM verified with astropy for all {len(files)} files.")
     console.print(
         f"Run history: flow run {result.flow_run_id} in the Prefect database under "
-        f"{prefect_home}.\n  Browse it: PREFECT_HOME={prefect_home} uv run prefect server "
+        f"{prefect_home}.\n  List it: uv run ccdflow history\n"
+        f"  Browse it: PREFECT_HOME={prefect_home} uv run prefect server "
         "start --host 127.0.0.1, then open http://127.0.0.1:4200/runs"
     )
     return 0

@@ -29,7 +29,7 @@ _STATE_STYLES = {"COMPLETED": "green", "FAILED": "red", "CRASHED": "red", "CANCE
 
 
 def _when(run: RunSummary) -> str:
-    return run.start.astimezone().strftime("%Y-%m-%d %H:%M:%S") if run.start else "not started"
+    return run.start.astimezone().strftime("%m-%d %H:%M") if run.start else "not started"
 
 
 def _duration(run: RunSummary) -> str:
@@ -59,19 +59,27 @@ def runs_table(runs: list[RunSummary]) -> Table:
     from rich.table import Table
     from rich.text import Text
 
-    table = Table(title="recent flow runs (newest first)", box=box.SIMPLE_HEAD, pad_edge=False)
-    for heading in ("started", "flow", "run", "state"):
-        table.add_column(heading, no_wrap=heading != "run")
+    table = Table(
+        title="recent flow runs (newest first)",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+    )
+    # Numbers, times and states never wrap; the free-text columns fold in a narrow
+    # terminal (80 columns) instead of being cut to an ellipsis.
+    # The run's name is in --json; its flow and start time identify it here.
+    table.add_column("started", no_wrap=True)
+    table.add_column("flow", overflow="fold", min_width=12)
+    table.add_column("state", no_wrap=True)
     table.add_column("took", justify="right", no_wrap=True)
-    table.add_column("asked for")
-    table.add_column("instrument")
-    table.add_column("exp", justify="right")
-    table.add_column("files", justify="right")
+    table.add_column("asked for", overflow="fold", ratio=1)
+    table.add_column("instrument", overflow="fold")
+    table.add_column("exp", justify="right", no_wrap=True, min_width=3)
+    table.add_column("files", justify="right", no_wrap=True, min_width=5)
     for run in runs:
         table.add_row(
             Text(_when(run)),
             Text(run.flow),
-            Text(run.name),
             Text(run.state or "", style=_STATE_STYLES.get(run.state_type or "", "")),
             Text(_duration(run)),
             Text(_what(run)),
