@@ -73,7 +73,7 @@ def runs_table(runs: list[RunSummary]) -> Table:
     table.add_column("state", no_wrap=True)
     table.add_column("took", justify="right", no_wrap=True)
     table.add_column("asked for", overflow="fold", ratio=1)
-    table.add_column("instrument", overflow="fold")
+    table.add_column("inst", overflow="fold")
     table.add_column("exp", justify="right", no_wrap=True, min_width=3)
     table.add_column("files", justify="right", no_wrap=True, min_width=5)
     for run in runs:
