@@ -14,12 +14,14 @@ import signal
 from collections.abc import Callable, Coroutine
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
+from flows.cli_support import DEFAULT_INSTRUMENT, fail, instrument_config
 from flows.history_cli import history_command
 from flows.outbox_cli import outbox_app
+from flows.safety_cli import safe_command
 from flows.settings import configure_prefect
 
 if TYPE_CHECKING:
@@ -36,7 +38,6 @@ app = typer.Typer(
     add_completion=False,
 )
 
-DEFAULT_INSTRUMENT = Path("deploy/instruments/sim.yaml")
 DEMO_INSTRUMENT = Path("deploy/instruments/sim-dual.yaml")
 
 
@@ -55,11 +56,6 @@ class CliStackMethod(StrEnum):
     median = "median"
     mean = "mean"
     sum = "sum"
-
-
-def _fail(message: str, code: int = 2) -> NoReturn:
-    typer.secho(message, fg=typer.colors.RED, err=True)
-    raise typer.Exit(code)
 
 
 @app.command()
@@ -101,9 +97,9 @@ def sim(
     acfs = acf or [Path("deploy/instruments/sim.acf")]
     for path in acfs:
         if not path.is_file():
-            _fail(f"ACF not found: {path}")
+            fail(f"ACF not found: {path}")
     if not pixel_rate > 0:
-        _fail(f"--pixel-rate must be > 0, not {pixel_rate}")
+        fail(f"--pixel-rate must be > 0, not {pixel_rate}")
     ports = [0] * len(acfs) if port == 0 else [port + i for i in range(len(acfs))]
 
     async def serve_until_signal() -> None:
@@ -135,23 +131,6 @@ PortOption = Annotated[int | None, typer.Option(help="override the controller po
 DataOption = Annotated[Path | None, typer.Option(help="override the data root")]
 
 
-def _instrument_config(
-    path: Path, host: str | None, port: int | None, data: Path | None
-) -> InstrumentConfig:
-    """The instrument file with the command line's overrides, or exit 2 saying why."""
-    from pydantic import ValidationError
-
-    from schemas.errors import ConfigError
-    from schemas.instrument import load_instrument
-
-    try:
-        return load_instrument(path).with_overrides(host=host, port=port, data_root=data)
-    except ValidationError as exc:
-        _fail(str(ConfigError.from_validation("command-line overrides", exc)))
-    except ConfigError as exc:
-        _fail(str(exc))
-
-
 def _run_flow(flow_call: Coroutine[Any, Any, SequenceResult]) -> None:
     """Run a flow and print its summary; a spec the controllers refuse exits 2.
 
@@ -165,7 +144,7 @@ def _run_flow(flow_call: Coroutine[Any, Any, SequenceResult]) -> None:
     try:
         result = asyncio.run(flow_call)
     except ConfigError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     print_sequence_summary(result)
 
 
@@ -281,12 +260,12 @@ def expose(
     except ValidationError as exc:
         problems += ConfigError.from_validation("exposure spec", exc).problems
     if problems:
-        _fail(str(ConfigError("exposure spec", problems)))
-    config = _instrument_config(instrument, host, port, data)
+        fail(str(ConfigError("exposure spec", problems)))
+    config = instrument_config(instrument, host, port, data)
     try:
         check_filters(spec, config, f"exposure spec for {config.name}")
     except ConfigError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     configure_prefect()
     from flows.exposure import run_sequence
 
@@ -343,15 +322,15 @@ def _checked_file(
     try:
         spec = load(file)
     except ConfigError as exc:
-        _fail(str(exc))
-    config = _instrument_config(instrument, host, port, data)
+        fail(str(exc))
+    config = instrument_config(instrument, host, port, data)
     steps: list[Any] = list(spec.steps) if isinstance(spec, NightPlan) else [spec]
     try:
         for step in steps:
             where = f", step {step.name}" if isinstance(spec, NightPlan) else ""
             check_filters(step, config, f"spec file {file}{where} for {config.name}")
     except ConfigError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     configure_prefect()
     return spec, config
 
@@ -375,7 +354,7 @@ def night(
     try:
         results = asyncio.run(observe_night(plan, config))
     except ConfigError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     for result in results:
         print_sequence_summary(result)
 
@@ -387,9 +366,11 @@ def recover(
     port: PortOption = None,
     data: DataOption = None,
 ) -> None:
-    """Write frames an interrupted run left in the controllers' buffers (runs do this
-    themselves when they start)."""
-    config = _instrument_config(instrument, host, port, data)
+    """Write frames an interrupted run left in the controllers' buffers.
+
+    Runs do this themselves when they start; this is for getting the frames now.
+    """
+    config = instrument_config(instrument, host, port, data)
     configure_prefect()
     from flows.recovery import recover as recover_flow
 
@@ -404,6 +385,7 @@ def recover(
 # Commands defined in their own modules.
 app.command("history")(history_command)
 app.add_typer(outbox_app, name="outbox")
+app.command("safe")(safe_command)
 
 
 if __name__ == "__main__":

@@ -16,9 +16,11 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+from flows.cli_support import instrument_config
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -42,26 +44,6 @@ InstrumentOption = Annotated[Path, typer.Option(help="instrument YAML (its recei
 DataOption = Annotated[
     Path | None, typer.Option(help="data root instead of the instrument's (outbox: DATA/outbox)")
 ]
-
-
-def _fail(message: str, code: int = 2) -> NoReturn:
-    typer.secho(message, fg=typer.colors.RED, err=True)
-    raise typer.Exit(code)
-
-
-def _config(path: Path, data: Path | None) -> InstrumentConfig:
-    """The instrument file with the ``--data`` override, or exit 2 saying why."""
-    from pydantic import ValidationError
-
-    from schemas.errors import ConfigError
-    from schemas.instrument import load_instrument
-
-    try:
-        return load_instrument(path).with_overrides(data_root=data)
-    except ValidationError as exc:
-        _fail(str(ConfigError.from_validation("command-line overrides", exc)))
-    except ConfigError as exc:
-        _fail(str(exc))
 
 
 def _outbox_dir(config: InstrumentConfig) -> Path:
@@ -139,7 +121,7 @@ def show(
     A receiver marked ``(?)`` is not in this instrument's configuration: its
     notifications wait until a configuration naming it drains them.
     """
-    config = _config(instrument, data)
+    config = instrument_config(instrument, data=data)
     from rich.console import Console
 
     from tasks.outbox import CorruptEntryError, EntryState, Outbox
@@ -240,7 +222,7 @@ def drain_command(
     ] = 60.0,
 ) -> None:
     """Deliver the due notifications now; exit 1 if any stay pending or dead."""
-    config = _config(instrument, data)
+    config = instrument_config(instrument, data=data)
     from flows.settings import configure_prefect
 
     configure_prefect()
@@ -274,7 +256,7 @@ def requeue(
     ] = None,
 ) -> None:
     """Give dead notifications a fresh round of attempts (after fixing the receiver)."""
-    config = _config(instrument, data)
+    config = instrument_config(instrument, data=data)
     from tasks.outbox import Outbox
 
     moved = Outbox(_outbox_dir(config)).requeue_dead(datetime.now(UTC), receiver=receiver)
