@@ -2,10 +2,12 @@
 
 Two layers, because each covers what the other cannot:
 
-* **Host lock**: an exclusive ``flock`` on ``<data_root>/.ccdflow/<instrument>.lock``.
-  The kernel releases it when its process dies, however it dies (kill -9 included),
-  so a crashed run never blocks the next one. The file names the holder (flow run,
-  pid, start time), so a waiting run can say who it waits for.
+* **Host locks**: an exclusive ``flock`` per controller, on a file named by the
+  controller's address in a folder shared by the whole machine (:func:`lock_folder`),
+  so two configs or two data roots that name the same controllers still exclude each
+  other. The kernel releases a lock when its process dies, however it dies (kill -9
+  included), so a crashed run never blocks the next one. The files name the holder
+  (flow run, pid, start time), so a waiting run can say who it waits for.
 * **Prefect global concurrency limit** (``instrument.concurrency_limit_name``, created
   with one slot when missing): visible in the Prefect UI, and it serializes runs
   started on other hosts against the same API.
@@ -14,7 +16,9 @@ A crashed holder's slot is reclaimed by a Prefect server's lease "repossessor", 
 the embedded API (no PREFECT_API_URL) runs no such service: the slot would stay taken
 forever. So when this run holds the host lock (no live run on this host) and the
 embedded API still reports the slot taken after a grace period, the slot is known to
-be stale and is released, with a warning.
+be stale and is released, with a warning. (The embedded API's database belongs to
+this machine's PREFECT_HOME, so any live holder of its slot is a process here, and
+would hold the controllers' locks.)
 
 ``on_busy`` in the instrument config decides what a second run does: ``wait`` (log
 who holds the instrument, then wait up to ``busy_timeout_s``) or ``fail`` at once
@@ -29,6 +33,7 @@ import fcntl
 import json
 import os
 import socket
+import tempfile
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -57,8 +62,28 @@ class InstrumentBusyError(RuntimeError):
     """Another run holds the instrument (``on_busy: fail``, or the wait timed out)."""
 
 
+LOCK_DIR_ENV = "CCDFLOW_LOCK_DIR"
+
+
+def lock_folder() -> Path:
+    """Where controller locks live: ``$CCDFLOW_LOCK_DIR``, else one folder per machine
+    in the temporary directory (every user and every data root shares it)."""
+    configured = os.environ.get(LOCK_DIR_ENV)
+    return Path(configured) if configured else Path(tempfile.gettempdir()) / "ccdflow-locks"
+
+
+def lock_paths(instrument: InstrumentConfig) -> list[Path]:
+    """One lock per controller, named by its address: the hardware, not the config, is
+    what two runs must not share (two configs, or two data roots, may name the same
+    controllers). Sorted, so every run takes them in the same order."""
+    folder = lock_folder()
+    names = {f"{c.host}_{c.port}.lock".replace("/", "_") for c in instrument.controllers}
+    return [folder / name for name in sorted(names)]
+
+
 def lock_path(instrument: InstrumentConfig) -> Path:
-    return instrument.storage.data_root / ".ccdflow" / f"{instrument.name}.lock"
+    """The first of :func:`lock_paths` (each names the holder)."""
+    return lock_paths(instrument)[0]
 
 
 def _holder_text(handle: IO[str]) -> str:
@@ -82,6 +107,18 @@ def _try_flock(handle: IO[str]) -> bool:
     return True
 
 
+def _try_all(handles: list[IO[str]]) -> IO[str] | None:
+    """Lock every handle, or none: the first busy one (the others are let go)."""
+    taken: list[IO[str]] = []
+    for handle in handles:
+        if not _try_flock(handle):
+            for held in taken:
+                fcntl.flock(held, fcntl.LOCK_UN)
+            return handle
+        taken.append(handle)
+    return None
+
+
 def _busy_message(instrument: InstrumentConfig, holder: str) -> str:
     return (
         f"instrument {instrument.name} is busy: {holder} is driving it "
@@ -90,45 +127,62 @@ def _busy_message(instrument: InstrumentConfig, holder: str) -> str:
 
 
 def _open_lock_file(path: Path) -> IO[str]:
-    """The lock file, opened for reading and writing (a local file: instant)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return open(path, "a+", encoding="utf-8")
+    """The lock file, opened for reading and writing (a local file: instant).
+
+    The folder is shared by every user of the machine, so it and its files are
+    world-writable (the sticky bit keeps users from removing each other's files).
+    """
+    if not path.parent.is_dir():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(OSError):
+            path.parent.chmod(0o1777)
+    handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - closed by the caller's with
+    with contextlib.suppress(OSError):
+        path.chmod(0o666)
+    return handle
 
 
 @contextlib.asynccontextmanager
 async def _host_lock(instrument: InstrumentConfig) -> AsyncIterator[None]:
     logger = get_run_logger()
-    with _open_lock_file(lock_path(instrument)) as handle:
-        if not _try_flock(handle):
-            message = _busy_message(instrument, _holder_text(handle))
+    with contextlib.ExitStack() as files:
+        handles = [files.enter_context(_open_lock_file(p)) for p in lock_paths(instrument)]
+        busy = _try_all(handles)
+        if busy is not None:
+            message = _busy_message(instrument, _holder_text(busy))
             if instrument.on_busy is BusyPolicy.FAIL:
                 raise InstrumentBusyError(message)
             logger.warning("%s; waiting", message)
             deadline = time.monotonic() + (instrument.busy_timeout_s or float("inf"))
-            while not _try_flock(handle):
+            while _try_all(handles) is not None:
                 if time.monotonic() > deadline:
                     raise InstrumentBusyError(
                         f"{message}; gave up after {instrument.busy_timeout_s} s"
                     )
                 await asyncio.sleep(POLL_S)
-        try:
-            run_id = flow_run.get_id()
-            holder = {
+        run_id = flow_run.get_id()
+        holder = json.dumps(
+            {
                 "flow_run_id": str(run_id) if run_id else None,
                 "pid": os.getpid(),
                 "host": socket.gethostname(),
+                "instrument": instrument.name,
                 "since": datetime.now(UTC).isoformat(timespec="seconds"),
             }
-            handle.seek(0)
-            handle.truncate()
-            handle.write(json.dumps(holder))
-            handle.flush()
+        )
+        try:
+            for handle in handles:
+                handle.seek(0)
+                handle.truncate()
+                handle.write(holder)
+                handle.flush()
             yield
         finally:
-            handle.seek(0)
-            handle.truncate()
-            handle.flush()
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            for handle in handles:
+                handle.seek(0)
+                handle.truncate()
+                handle.flush()
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _embedded_api() -> bool:

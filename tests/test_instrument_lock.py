@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 
 import pytest
 
@@ -63,3 +64,22 @@ async def test_a_wait_that_times_out_says_who_holds_the_instrument(
     with pytest.raises(InstrumentBusyError, match=r"is busy: flow run .* gave up after 0.5 s"):
         await take_exposure(DARK, instrument)
     await first
+
+
+async def test_two_data_roots_on_the_same_controllers_still_exclude_each_other(
+    sim_instrument: InstrumentConfig, tmp_path: Path
+) -> None:
+    """The lock belongs to the hardware: another data root or config name is no way in."""
+    first_config = sim_instrument.with_overrides(data_root=tmp_path / "night")
+    other = _with(sim_instrument, name="engineering", on_busy="fail").with_overrides(
+        data_root=tmp_path / "engineering"
+    )
+    assert lock_path(first_config) == lock_path(other)
+    first = asyncio.ensure_future(
+        take_exposure(DARK.model_copy(update={"exptime": 3.0}), first_config)
+    )
+    while not (lock_path(first_config).exists() and lock_path(first_config).read_text()):
+        await asyncio.sleep(0.05)
+    with pytest.raises(InstrumentBusyError, match="instrument engineering is busy"):
+        await take_exposure(DARK, other)
+    assert len(await first) == 1

@@ -152,7 +152,9 @@ async def test_two_runs_on_one_instrument_at_once_never_overlap(
     assert len(waited) == 1, outputs
     assert f"is busy: flow run {first_run}" in waited[0]
     assert second_run != first_run
-    holder = lock_path(load_instrument(SIM_YAML).with_overrides(data_root=data))
+    holder = lock_path(
+        load_instrument(SIM_YAML).with_overrides(port=archon_sim.port, data_root=data)
+    )
     assert holder.read_text() == ""  # both released the instrument
     spans = ", ".join(f"{close - opened:.2f} s" for opened, close in shutter)
     print(
