@@ -9,10 +9,14 @@ set in the environment win, so PREFECT_API_URL can point at a real server.
 
 from __future__ import annotations
 
+import asyncio
+import fcntl
 import os
 from pathlib import Path
 
 STATE_DIR = Path("state")
+DATABASE = "prefect.db"
+"""The embedded API's SQLite file in PREFECT_HOME (Prefect's default location)."""
 
 
 def configure_prefect(state_dir: Path = STATE_DIR) -> Path:
@@ -21,4 +25,38 @@ def configure_prefect(state_dir: Path = STATE_DIR) -> Path:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     home.mkdir(parents=True, exist_ok=True)
+    _create_database_once(home)
     return home
+
+
+def _create_database_once(home: Path) -> None:
+    """Create the embedded API's database under a lock, the first time only.
+
+    Two ``ccdflow`` commands started together on a new PREFECT_HOME would both create
+    the SQLite database, and one fails (a migration race, or ``UNIQUE constraint
+    failed: block_type.slug``). So the first command starts the embedded API here,
+    holding a lock, and the others wait for it; later commands find the database and
+    skip this. With a server (PREFECT_API_URL) or another database, there is nothing
+    to create.
+    """
+    if os.environ.get("PREFECT_API_URL") or os.environ.get(
+        "PREFECT_API_DATABASE_CONNECTION_URL"
+    ):
+        return
+    if (home / DATABASE).exists():
+        return
+    with open(home / ".create-database.lock", "a", encoding="utf-8") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        if not (home / DATABASE).exists():
+            asyncio.run(_start_embedded_api())
+
+
+async def _start_embedded_api() -> None:
+    """Start the embedded API (it creates and migrates the database) and ask it once.
+
+    The API stays up for the rest of the process, so the command's flows use it.
+    """
+    from prefect.client.orchestration import get_client
+
+    async with get_client() as client:
+        await client.api_healthcheck()

@@ -476,3 +476,34 @@ def test_night_refuses_a_bad_plan_naming_the_step(tmp_path: Path) -> None:
     plan = tmp_path / "night.yaml"
     plan.write_text("steps:\n  - {name: cal, biases: -1}\n")
     _refused(["night", str(plan)], str(plan), "steps.0")
+
+
+@pytest.mark.slow
+def test_commands_started_together_on_a_new_prefect_home_all_work(tmp_path: Path) -> None:
+    """The first start creates the embedded API's database. Without the lock in
+    configure_prefect, concurrent first starts race in its migrations (seen here as
+    "duplicate column name" and "UNIQUE constraint failed" errors)."""
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "new-home")}
+    env.pop("PREFECT_API_URL", None)
+    data = tmp_path / "data"
+    with _simulator() as (_, port):
+        command = [sys.executable, "-m", "flows.cli", "expose", "--type", "bias"]
+        command += ["--port", str(port), "--data", str(data)]
+        procs = [
+            subprocess.Popen(
+                command,
+                cwd=REPO,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            for _ in range(3)
+        ]
+        outputs = [proc.communicate(timeout=300)[0] for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0, 0], outputs
+    for output in outputs:
+        assert "OperationalError" not in output
+        assert "UNIQUE constraint failed" not in output
+    numbers = sorted({fits.getheader(f)["EXPNUM"] for f in data.rglob("*.fits")})
+    assert numbers == [1, 2, 3]
