@@ -8,8 +8,9 @@ checked against the instrument before its exposure starts; the controllers are r
 (shutter closed) on the way out, whatever happened.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: Prefect validates a deployed run's
+# parameters against the flow's signature, and string annotations of pydantic models
+# cannot be resolved when the engine loads this module from its entrypoint.
 import asyncio
 import contextlib
 import time
@@ -80,7 +81,7 @@ class _Plan:
     @classmethod
     def open(
         cls, instrument: InstrumentConfig, name: str, specs: list[ExposureSpec], resume: bool
-    ) -> _Plan:
+    ) -> "_Plan":
         journal = SequenceJournal.for_plan(instrument, name, specs)
         if not resume:
             journal.close()

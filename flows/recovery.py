@@ -11,8 +11,9 @@ again. A frame that is gone (overwritten, or the controller was power-cycled) is
 reported, and its save-point is set aside in ``savepoints/lost/`` with the reason.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: Prefect validates a deployed run's
+# parameters against the flow's signature, and string annotations of pydantic models
+# cannot be resolved when the engine loads this module from its entrypoint.
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path

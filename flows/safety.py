@@ -7,8 +7,9 @@ report as an artifact, and then fails if any controller could not be confirmed s
 a Failed make-safe run is what an automation or an operator's pager can see.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: Prefect validates a deployed run's
+# parameters against the flow's signature, and string annotations of pydantic models
+# cannot be resolved when the engine loads this module from its entrypoint.
 import asyncio
 from datetime import UTC, datetime
 from typing import Annotated
