@@ -39,9 +39,7 @@ def _create_database_once(home: Path) -> None:
     skip this. With a server (PREFECT_API_URL) or another database, there is nothing
     to create.
     """
-    if os.environ.get("PREFECT_API_URL") or os.environ.get(
-        "PREFECT_API_DATABASE_CONNECTION_URL"
-    ):
+    if os.environ.get("PREFECT_API_URL") or os.environ.get("PREFECT_API_DATABASE_CONNECTION_URL"):
         return
     if (home / DATABASE).exists():
         return
