@@ -53,7 +53,12 @@ from prefect.runtime import flow_run
 from schemas.instrument import BusyPolicy, InstrumentConfig
 
 POLL_S = 0.2
-STALE_GRACE_S = 2.0
+STALE_GRACE_S = 5.0
+"""Embedded API: how long a taken slot may stay taken before it is known to be stale."""
+MIN_ACQUIRE_S = 10.0
+"""Server: the least time given to acquiring the slot (an API round trip on a busy
+server), even when failing fast: this run already holds the controllers' locks, so
+only a run elsewhere can hold the slot."""
 LEASE_S = 60.0
 """Prefect renews the lease while the run lives; a dead holder's lease ends after this."""
 
@@ -223,9 +228,13 @@ async def _prefect_slot(instrument: InstrumentConfig) -> AsyncIterator[None]:
     logger = get_run_logger()
     name = instrument.concurrency_limit_name
     await ensure_limit(name)
-    timeout = STALE_GRACE_S if _embedded_api() else instrument.busy_timeout_s
-    if instrument.on_busy is BusyPolicy.FAIL and not _embedded_api():
-        timeout = STALE_GRACE_S
+    timeout: float | None = STALE_GRACE_S
+    if not _embedded_api():
+        waited = instrument.busy_timeout_s
+        if instrument.on_busy is BusyPolicy.FAIL:
+            timeout = MIN_ACQUIRE_S
+        else:
+            timeout = None if waited is None else max(waited, MIN_ACQUIRE_S)
     acquired = False
     try:
         async with concurrency(name, occupy=1, timeout_seconds=timeout, lease_duration=LEASE_S):

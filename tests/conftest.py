@@ -47,7 +47,14 @@ async def archon_sim() -> AsyncIterator[object]:
 @pytest.fixture
 def sim_instrument(tmp_path: Path, archon_sim: object) -> object:
     """The sim instrument config pointed at the fixture's simulator and a temp data root."""
-    from schemas.instrument import load_instrument
+    import uuid
+
+    from schemas.instrument import InstrumentConfig, load_instrument
 
     port = archon_sim.port  # type: ignore[attr-defined]
-    return load_instrument(SIM_YAML).with_overrides(port=port, data_root=tmp_path / "data")
+    config = load_instrument(SIM_YAML).with_overrides(port=port, data_root=tmp_path / "data")
+    # Each test gets its own Prefect concurrency limit: the session shares one test
+    # API, and a slot another test's killed or timed-out run left behind (until its
+    # lease expires) must not decide this test. The controller locks are per port.
+    limit = f"instrument-ccdsim-{uuid.uuid4().hex[:12]}"
+    return InstrumentConfig.model_validate({**config.model_dump(), "concurrency_name": limit})

@@ -79,10 +79,18 @@ async def test_cancel_from_the_api_closes_the_shutter(
                 if state is not None and state.is_final():
                     break
                 await asyncio.sleep(0.1)
-        final_after = time.monotonic() - asked
+            final_after = time.monotonic() - asked
+            limit = await client.read_global_concurrency_limit_by_name(
+                sim_instrument.concurrency_limit_name
+            )
+            print(f"slots still taken after the cancel: {limit.active_slots}")
     finally:
         server.terminate()
-        await asyncio.wait_for(server.wait(), 30)
+        try:
+            await asyncio.wait_for(server.wait(), 30)
+        except TimeoutError:
+            server.kill()
+            await server.wait()
         log.close()
     output = (tmp_path / "serve.log").read_text()
     print(
