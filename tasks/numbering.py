@@ -15,6 +15,8 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from tasks.publish import fsync_folder
+
 COUNTER_FILE = "expnum.txt"
 NIGHT_OFFSET = timedelta(hours=12)
 """A night's folder is named by the UTC date 12 h before: one folder spans noon to noon."""
@@ -53,11 +55,7 @@ def _write_counter(path: Path, value: int) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    fsync_folder(path.parent)
 
 
 def next_exposure_number(state_dir: Path, taken: Callable[[int], bool]) -> int:

@@ -54,6 +54,8 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
+from tasks.publish import fsync_folder
+
 KEEP_DELIVERED = 200
 """Delivered records kept for ``outbox show``; older ones are pruned by each drain."""
 
@@ -137,14 +139,6 @@ def new_entry_id(now: datetime | None = None) -> str:
     return f"{stamp:%Y%m%dT%H%M%S%f}Z-{secrets.token_hex(8)}"
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _read_fd(fd: int) -> bytes:
     chunks = []
     offset = 0
@@ -212,11 +206,11 @@ class Outbox:
                 os.link(tmp, target)
         finally:
             tmp.unlink(missing_ok=True)
-        _fsync_dir(target.parent)
+        fsync_folder(target.parent)
 
     def _remove(self, path: Path) -> None:
         path.unlink(missing_ok=True)
-        _fsync_dir(path.parent)
+        fsync_folder(path.parent)
 
     def add(self, entry: OutboxEntry) -> None:
         """Store a new pending entry; it is on disk when this returns."""
@@ -364,7 +358,7 @@ class Outbox:
         for entry_id in excess:
             self.path(EntryState.DELIVERED, entry_id).unlink(missing_ok=True)
         if excess:
-            _fsync_dir(self.folder(EntryState.DELIVERED))
+            fsync_folder(self.folder(EntryState.DELIVERED))
         return len(excess)
 
     def sweep_tmp(self, older_than_s: float = STALE_TMP_S) -> int:

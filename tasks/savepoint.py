@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict
 
 from schemas.exposure import ExposureSpec
 from schemas.instrument import InstrumentConfig
+from tasks.publish import fsync_folder
 
 
 class FrameIdentity(BaseModel):
@@ -63,14 +64,6 @@ def savepoint_path(instrument: InstrumentConfig, expnum: int) -> Path:
     return savepoint_folder(instrument) / f"{instrument.name}-{expnum:08d}.json"
 
 
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_savepoint(instrument: InstrumentConfig, point: SavePoint) -> Path:
     """Write ``point`` durably (temp file, fsync, rename, fsync the folder)."""
     path = savepoint_path(instrument, point.expnum)
@@ -81,7 +74,7 @@ def write_savepoint(instrument: InstrumentConfig, point: SavePoint) -> Path:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_folder(path.parent)
     return path
 
 

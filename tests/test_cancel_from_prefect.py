@@ -18,6 +18,7 @@ from schemas.exposure import ExposureSpec
 from schemas.instrument import InstrumentConfig
 
 from .conftest import REPO
+from .test_reliability import _until
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 
@@ -25,15 +26,6 @@ SERVE = """
 from flows.exposure import take_exposure
 take_exposure.serve(name="cancel-test", pause_on_shutdown=False)
 """
-
-
-async def _until(condition: object, timeout: float, what: str) -> float:
-    start = time.monotonic()
-    while not condition():  # type: ignore[operator]
-        if time.monotonic() - start > timeout:
-            raise TimeoutError(f"{what} not within {timeout} s")
-        await asyncio.sleep(0.005)
-    return time.monotonic() - start
 
 
 async def test_cancel_from_the_api_closes_the_shutter(
