@@ -53,11 +53,11 @@ async def _sdss_like(
     from archon.controller.controller import ArchonController as SdssController
 
     from schemas.exposure import ExposureSpec
+    from tasks.ccd_products import buffer_products
     from tasks.header import ExposureFacts
     from tasks.instrument import plan_instrument
     from tasks.numbering import next_exposure_number
-    from tasks.post_process import process_buffer
-    from tasks.write import CcdProduct, write_exposure_files
+    from tasks.write import write_exposure_files
 
     config = instrument.with_overrides(data_root=data_root / "sdss")
     plan = plan_instrument(config)[0]
@@ -76,7 +76,7 @@ async def _sdss_like(
             buffer = await sdss.readout()
             pixels = await sdss.fetch(buffer)
             now = datetime.now(UTC)
-            images = await asyncio.to_thread(process_buffer, pixels, plan)
+            products = await asyncio.to_thread(buffer_products, pixels, plan, spec, config, buffer)
             facts = ExposureFacts(
                 spec=spec,
                 expnum=next_exposure_number(config.storage.data_root, taken=lambda n: False),
@@ -84,10 +84,6 @@ async def _sdss_like(
                 darktime=exptime,
                 flow_run_id=None,
             )
-            products = [
-                CcdProduct(image, ccd, plan.config.name, buffer)
-                for image, ccd in zip(images, plan.config.ccds, strict=True)
-            ]
             await asyncio.to_thread(write_exposure_files, products, facts, config, now)
         wall = time.perf_counter() - start
         await sdss.stop()

@@ -123,16 +123,11 @@ class Runner:
         )
 
     def serial(self) -> None:
-        from tasks.post_process import process_buffer
-        from tasks.write import CcdProduct, write_exposure_files
+        from tasks.ccd_products import buffer_products
+        from tasks.write import write_exposure_files
 
         facts = self.facts()
-        images = process_buffer(self.buffer, self.plan)
-        name = self.plan.config.name
-        products = [
-            CcdProduct(image, ccd, name, 1)
-            for image, ccd in zip(images, self.plan.config.ccds, strict=True)
-        ]
+        products = buffer_products(self.buffer, self.plan, facts.spec, self.instrument, 1)
         write_exposure_files(products, facts, self.instrument, datetime.now(UTC))
 
     def on_dask(self, client: Client) -> Callable[[], None]:

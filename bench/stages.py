@@ -42,11 +42,11 @@ async def _bare_frames(
 ) -> list[dict[str, float]]:
     """The same six stages called directly on the adapter and the pure functions."""
     from schemas.exposure import ExposureSpec
+    from tasks.ccd_products import buffer_products
     from tasks.header import ExposureFacts
     from tasks.instrument import open_instrument, plan_instrument
     from tasks.numbering import next_exposure_number
-    from tasks.post_process import process_buffer
-    from tasks.write import CcdProduct, write_exposure_files
+    from tasks.write import write_exposure_files
 
     bare = instrument.with_overrides(data_root=data_root / "bare")
     spec = ExposureSpec(image_type="bias")
@@ -70,7 +70,9 @@ async def _bare_frames(
             pixels = await ctrl.fetch(buffer)
             t["fetch"] = time.perf_counter() - start
             start = time.perf_counter()
-            images = await asyncio.to_thread(process_buffer, pixels, session.plan)
+            products = await asyncio.to_thread(
+                buffer_products, pixels, session.plan, spec, bare, buffer
+            )
             t["post_process"] = time.perf_counter() - start
             start = time.perf_counter()
             now = datetime.now(UTC)
@@ -81,10 +83,6 @@ async def _bare_frames(
                 darktime=0.0,
                 flow_run_id=None,
             )
-            products = [
-                CcdProduct(image, ccd, session.plan.config.name, buffer)
-                for image, ccd in zip(images, session.plan.config.ccds, strict=True)
-            ]
             await asyncio.to_thread(write_exposure_files, products, facts, bare, now)
             t["write"] = time.perf_counter() - start
             timings.append(t)

@@ -37,7 +37,7 @@ from tasks.instrument_lock import instrument_lock
 from tasks.journal import SequenceJournal
 from tasks.savepoint import remove_savepoint
 from tasks.send import send
-from tasks.write import exposure_files
+from tasks.write import planned_files
 
 
 def _current_flow_run_id() -> str | None:
@@ -152,7 +152,10 @@ async def _take_all(
                 "exposure": result.model_dump(mode="json"),
             }
             files = [record.path for record in result.files]
-            notifications.append(asyncio.ensure_future(send(instrument, metadata, files)))
+            kinds = [record.product for record in result.files]
+            notifications.append(
+                asyncio.ensure_future(send(instrument, metadata, files, products=kinds))
+            )
         logger.info("%s: %d of %d exposures done", name, len(results), total)
         await update_progress(progress, len(results), total)
 
@@ -162,7 +165,9 @@ async def _take_all(
 
     def numbered(index: int, spec: ExposureSpec) -> Callable[[int, datetime], None]:
         return lambda expnum, when: plan.journal.started(
-            index, expnum, exposure_files(instrument, spec, expnum, when)
+            index,
+            expnum,
+            [(f.ccd, f.path, f.product) for f in planned_files(instrument, spec, expnum, when)],
         )
 
     def sequence_result() -> SequenceResult:

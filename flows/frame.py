@@ -28,12 +28,14 @@ from prefect.runtime import flow_run
 
 from devices.archon.errors import ArchonError
 from devices.archon.window import Window as ReadoutWindow
+from devices.base import ExposureTimes
 from schemas.errors import ConfigError
 from schemas.exposure import ExposureSpec
 from schemas.instrument import FailurePolicy, InstrumentConfig
-from schemas.processing import ProcessingConfig
+from schemas.products import Product
 from schemas.results import ExposureResult, FileRecord
 from tasks.archive import SequenceArchiver, archive
+from tasks.ccd_products import CcdSource, ccd_slice, products_of
 from tasks.ccd_work import process_exposure_on_dask, supports_layout
 from tasks.expose import expose
 from tasks.fetch import fetch
@@ -43,9 +45,16 @@ from tasks.header import ExposureFacts
 from tasks.instrument import ControllerPlan, ControllerSession
 from tasks.masters import master_problems
 from tasks.numbering import next_exposure_number
-from tasks.post_process import CcdImage, ReadoutNumbers, post_process, processed_shape
+from tasks.post_process import CcdImage, ReadoutNumbers, processed_shape
+from tasks.raw_frames import RawCcd
 from tasks.readout import readout
-from tasks.savepoint import FrameIdentity, SavePoint, snapshot_values, write_savepoint
+from tasks.savepoint import (
+    FrameIdentity,
+    SavedTimes,
+    SavePoint,
+    snapshot_values,
+    write_savepoint,
+)
 from tasks.stack import combine
 from tasks.telemetry import Snapshot, take_snapshot
 from tasks.write import CcdProduct, exposure_paths, write_exposure
@@ -167,6 +176,8 @@ class ReadFrame:
     start: Snapshot
     end: Snapshot
     failed: dict[str, str]
+    times: ExposureTimes | None = None
+    """The integration as the shutter controller measured it (None: not known)."""
 
 
 async def _on_each(
@@ -207,10 +218,30 @@ async def _on_each(
 
 
 BeforeFetch = Callable[
-    [dict[str, int], datetime, float, "asyncio.Future[Snapshot]", dict[str, str]], Awaitable[None]
+    [
+        dict[str, int],
+        "ExposureTimes | None",
+        datetime,
+        float,
+        "asyncio.Future[Snapshot]",
+        dict[str, str],
+    ],
+    Awaitable[None],
 ]
-"""Called with (buffers, date_obs, darktime, start snapshot, failed) between readout and
-fetch: where the save-point is written."""
+"""Called with (buffers, times, date_obs, darktime, start snapshot, failed) between
+readout and fetch: where the save-point is written."""
+
+
+def _measured_times(live: Mapping[str, ControllerSession], shutter: str) -> ExposureTimes | None:
+    """The integration as measured by the shutter controller (or, when it dropped out,
+    the first controller left): all integrate together, the shutter's defines light."""
+    session = live.get(shutter) or next(iter(live.values()), None)
+    if session is None:
+        return None
+    try:
+        return session.controller.exposure_times()
+    except RuntimeError:
+        return None
 
 
 async def _read_one_frame(
@@ -243,21 +274,24 @@ async def _read_one_frame(
     darktime = time.monotonic() - integration_start
     end_snapshot = asyncio.ensure_future(take_snapshot(readers, timeout=SNAPSHOT_TIMEOUT))
     buffers = await each("readout", lambda s: readout(s.controller, spec.readout_delay))
+    times = _measured_times(live, shutter)
+    date_obs = times.start if times is not None else min(starts.values())
     if before_fetch is not None:
         hook = before_fetch
         await clock.run(
             "savepoint",
-            lambda: hook(buffers, min(starts.values()), darktime, start_snapshot, failed),
+            lambda: hook(buffers, times, date_obs, darktime, start_snapshot, failed),
         )
     frames = await each("fetch", lambda s: fetch(s.controller, buffers[s.plan.config.name]))
     return ReadFrame(
         raw=frames,
         buffers={name: buffers[name] for name in frames},
-        date_obs=min(starts.values()),
+        date_obs=date_obs,
         darktime=darktime,
         start=await start_snapshot,
         end=await end_snapshot,
         failed=failed,
+        times=times,
     )
 
 
@@ -317,6 +351,7 @@ async def _save_point(
     when: datetime,
     journal_entry: tuple[Path, int] | None,
     buffers: dict[str, int],
+    times: ExposureTimes | None,
     date_obs: datetime,
     darktime: float,
     start: asyncio.Future[Snapshot],
@@ -345,6 +380,7 @@ async def _save_point(
         spec=spec,
         when=when,
         date_obs=date_obs,
+        times=SavedTimes.of(times) if times is not None else None,
         darktime=darktime,
         flow_run_id=str(run_id) if run_id else None,
         frames=frames,
@@ -406,6 +442,9 @@ async def finish(
         missing=missing,
         system=system,
         missing_controllers=missing_controllers,
+        times=tuple(f.times for f in frames if f.times is not None)
+        if all(f.times is not None for f in frames)
+        else (),
     )
     archive_path = None
     on_workers = len(frames) == 1 and archiver is None and supports_layout(instrument)
@@ -416,19 +455,30 @@ async def finish(
             lambda: _process_and_write_on_dask(client, first, names, plan, facts, instrument, now),
         )
     else:
-        products = await _processed_products(
-            sessions, names, frames, plan, spec, clock, instrument.processing
-        )
-        stats = {p.ccd.name: dict(p.image.stats) for p in products}
+        products = await _ccd_products(sessions, names, frames, plan, spec, clock, instrument)
+        stats = {p.ccd.name: p.stats for p in products}
         records = await clock.run("write", lambda: write_exposure(products, facts, instrument, now))
         if archiver is not None and missing_controllers:
             # The archive's cubes hold every CCD of every frame; a partial exposure is
             # in its FITS files (the missing controllers named) but not in the archive.
             logger.error("exposure %d not archived: controllers missing", expnum)
+        elif archiver is not None and len(frames) > 1 and instrument.archive.product is Product.RAW:
+            # One cube row per exposure: a stack's several raw frames are in its FITS
+            # file (one extension per frame), not in the raw archive.
+            logger.warning("exposure %d not archived: %d raw frames stacked", expnum, len(frames))
         elif archiver is not None:
             archive_path = await clock.run(
                 "archive", lambda: archive(archiver, products, facts, now)
             )
+    summary = facts.time_summary(instrument.exptime_tolerance_s)
+    if summary.flagged:
+        logger.warning(
+            "exposure %d: integration measured %.4f s, asked %.4f s (tolerance %g s)",
+            expnum,
+            summary.measured_s,
+            summary.requested_s,
+            instrument.exptime_tolerance_s,
+        )
     logger.info(
         "exposure %d (%s, %.3f s): %d files, %s",
         expnum,
@@ -441,7 +491,12 @@ async def finish(
         expnum=expnum,
         image_type=spec.image_type,
         exptime=spec.exptime,
-        date_obs=first.date_obs,
+        date_obs=summary.start,
+        date_end=summary.end,
+        exptime_measured=round(summary.measured_s, 6),
+        time_source=summary.source,
+        time_uncertainty_s=summary.uncertainty_s,
+        exptime_flagged=summary.flagged,
         files=records,
         archive=archive_path,
         missing=missing_controllers,
@@ -451,34 +506,50 @@ async def finish(
     )
 
 
-async def _processed_products(
+async def _ccd_products(
     sessions: list[ControllerSession],
     names: list[str],
     frames: list[ReadFrame],
     plan: ExposurePlan,
     spec: ExposureSpec,
     clock: StageClock,
-    processing: ProcessingConfig,
+    instrument: InstrumentConfig,
 ) -> list[CcdProduct]:
-    """Post-process every frame here (threads), combine stacked frames per CCD."""
+    """Every CCD's products here (threads): each frame's raw image, and the processed
+    image (stacked frames combined) when storage writes it."""
+    storage, processing = instrument.storage, instrument.processing
+    sources = {
+        name: [CcdSource(i, ccd, plan.plans[name]) for i, ccd in enumerate(config.ccds)]
+        for name, config in ((s.plan.config.name, s.plan.config) for s in sessions)
+        if name in names
+    }
 
-    async def process(frame: ReadFrame) -> dict[str, list[CcdImage]]:
-        processed = await asyncio.gather(
-            *(post_process(frame.raw[name], plan.plans[name], spec, processing) for name in names)
-        )
-        return dict(zip(names, processed, strict=True))
+    def build(frame: ReadFrame) -> dict[str, list[tuple[RawCcd, CcdImage | None]]]:
+        return {
+            name: [
+                products_of(ccd_slice(frame.raw[name], source), source, spec, storage, processing)
+                for source in sources[name]
+            ]
+            for name in names
+        }
 
-    images = [await clock.run("post_process", partial(process, frame)) for frame in frames]
+    built = [
+        await clock.run("post_process", partial(asyncio.to_thread, build, frame))
+        for frame in frames
+    ]
     method = spec.stacking.method if spec.stacking else None
     products = []
-    for session in sessions:
-        name = session.plan.config.name
-        if name not in names:
-            continue
-        for index, ccd in enumerate(session.plan.config.ccds):
-            per_frame = [frame_images[name][index] for frame_images in images]
-            image = combine(per_frame, method) if method else per_frame[0]
-            products.append(CcdProduct(image, ccd, name, frames[0].buffers[name]))
+    for name in names:
+        for index, source in enumerate(sources[name]):
+            per_frame = [frame_products[name][index] for frame_products in built]
+            raws = tuple(raw for raw, _ in per_frame)
+            images = [image for _, image in per_frame if image is not None]
+            image = None
+            if images:
+                image = combine(images, method) if method else images[0]
+            products.append(
+                CcdProduct(source.ccd, name, frames[0].buffers[name], raw=raws, image=image)
+            )
     return products
 
 
@@ -508,11 +579,13 @@ async def _process_and_write_on_dask(
             for name in names
         )
     )
-    records = []
+    records: list[FileRecord] = []
     stats = {}
     for outcome in (o for per_controller in outcomes for o in per_controller):
         for warning in outcome.warnings:
             logger.warning("header card left empty: %s", warning)
-        records.append(outcome.file)
-        stats[outcome.file.ccd] = outcome.stats
+        records += outcome.files
+        stats[outcome.files[0].ccd] = outcome.stats
+    # Raw files first, then processed, as the serial path lists them.
+    records.sort(key=lambda record: list(instrument.storage.products).index(record.product))
     return records, stats

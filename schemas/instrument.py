@@ -9,6 +9,7 @@ Every problem in a file is reported at once, each with its YAML path.
 
 from __future__ import annotations
 
+import warnings
 from datetime import time
 from enum import StrEnum
 from pathlib import Path
@@ -31,6 +32,7 @@ from schemas.errors import ConfigError
 from schemas.header import HeaderSpec
 from schemas.naming import NightRule, check_template, check_timezone
 from schemas.processing import ProcessingConfig
+from schemas.products import Product
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,15}$"
 """Names that are safe in file names and FITS values."""
@@ -93,6 +95,13 @@ class ControllerConfig(_Frozen):
     flush_time_s: float = Field(default=0.05, ge=0, le=60, description="duration of one flush")
     flush_count: int = Field(default=1, ge=1, le=100)
     readout_timeout_s: float = Field(default=120.0, gt=0, le=3600)
+    shutter_timestamps: bool = Field(
+        default=False,
+        description=(
+            "the timing script latches BUFnRETIMESTAMP/FETIMESTAMP at shutter open and "
+            "close: DATE-OBS and DATE-END then come from the controller's timer"
+        ),
+    )
 
     @field_validator("ccds")
     @classmethod
@@ -119,13 +128,31 @@ class CompressionName(StrEnum):
     RICE_1 = "RICE_1"
 
 
+class NoRawProductWarning(UserWarning):
+    """A storage config turned the raw product off: the data as read will be lost."""
+
+
 class StorageConfig(_Frozen):
-    """Where files go and how they are named. A relative ``data_root`` is relative to
-    the working directory."""
+    """Where files go, what is written and how it is named. A relative ``data_root`` is
+    relative to the working directory.
+
+    ``raw`` (on by default) writes the frame as read: integer ADU, every amplifier with
+    its overscan, in readout order, per CCD or one extension per CCD (``layout``),
+    named by ``file_template``. ``processed`` adds the post-processed image (the
+    ``processing:`` chain) beside it, named by ``processed_template``. Turning ``raw``
+    off must be said explicitly and is warned about: the ADU as read are then gone.
+    """
 
     data_root: Path = Field(default=Path("data"))
     layout: FileLayout = FileLayout.PER_CCD
-    file_template: str = Field(default="{instrument}-{ccd}-{expnum:08d}.fits")
+    raw: bool = Field(default=True, description="write the raw frame as read (integer ADU)")
+    processed: bool = Field(default=False, description="also write the processed image")
+    file_template: str = Field(
+        default="{instrument}-{ccd}-{expnum:08d}.fits", description="raw files"
+    )
+    processed_template: str = Field(
+        default="{instrument}-{ccd}-{expnum:08d}-proc.fits", description="processed files"
+    )
     engine: FitsEngineName = FitsEngineName.ASTROPY
     compression: CompressionName = CompressionName.NONE
     timezone: str = Field(default="UTC", description="IANA zone of the observatory")
@@ -137,11 +164,39 @@ class StorageConfig(_Frozen):
     def _known_zone(cls, zone: str) -> str:
         return check_timezone(zone)
 
-    @field_validator("file_template")
+    @field_validator("file_template", "processed_template")
     @classmethod
     def _template_fits_layout(cls, template: str, info: ValidationInfo) -> str:
         layout = info.data.get("layout", FileLayout.PER_CCD)
         return check_template(template, needs_ccd=layout is FileLayout.PER_CCD)
+
+    @model_validator(mode="after")
+    def _products_are_sound(self) -> StorageConfig:
+        if not (self.raw or self.processed):
+            raise ValueError("raw and processed are both off: an exposure would write nothing")
+        if self.raw and self.processed and self.file_template == self.processed_template:
+            raise ValueError(
+                "file_template and processed_template are the same: the raw and processed "
+                "files of an exposure would have one name"
+            )
+        if not self.raw:
+            warnings.warn(
+                "storage.raw is false: only processed images are written and the ADU as "
+                "read are lost (overscan, orientation and the processing choice cannot be "
+                "undone)",
+                NoRawProductWarning,
+                stacklevel=2,
+            )
+        return self
+
+    @property
+    def products(self) -> tuple[Product, ...]:
+        """What each exposure writes, raw first (the processed file names the raw one)."""
+        wanted = ((Product.RAW, self.raw), (Product.PROCESSED, self.processed))
+        return tuple(product for product, on in wanted if on)
+
+    def template(self, product: Product) -> str:
+        return self.file_template if product is Product.RAW else self.processed_template
 
     @property
     def night_rule(self) -> NightRule:
@@ -149,9 +204,12 @@ class StorageConfig(_Frozen):
 
 
 class ArchiveConfig(_Frozen):
-    """An HDF5 archive per sequence, beside the night's FITS files."""
+    """An HDF5 archive per sequence, beside the night's FITS files: one cube per CCD of
+    the raw frames as read (their integer samples) by default, or of the processed
+    images (float32) with ``product: processed``, which needs ``storage.processed``."""
 
     hdf5: bool = False
+    product: Product = Product.RAW
 
 
 class ReceiverConfig(_Frozen):
@@ -168,6 +226,11 @@ class ReceiverConfig(_Frozen):
     url: AnyHttpUrl
     token_env: str | None = Field(default=None, pattern=r"^[A-Z_][A-Z0-9_]*$")
     send_file: bool = False
+    products: list[Product] = Field(
+        default_factory=lambda: [Product.RAW, Product.PROCESSED],
+        min_length=1,
+        description="which products' files this receiver is sent (and told about)",
+    )
     timeout_s: float = Field(default=10.0, gt=0, le=600)
     max_attempts: int = Field(
         default=20, ge=1, le=1000, description="attempts before a notification is dead"
@@ -242,6 +305,12 @@ class InstrumentConfig(_Frozen):
     busy_timeout_s: float | None = Field(
         default=None, gt=0, description="longest wait for the instrument (none: no limit)"
     )
+    exptime_tolerance_s: float = Field(
+        default=0.02,
+        ge=0,
+        le=60,
+        description="measured minus requested integration beyond this is flagged (EXPFLAG)",
+    )
     header: HeaderSpec = Field(default_factory=HeaderSpec)
 
     @field_validator("controllers")
@@ -263,6 +332,37 @@ class InstrumentConfig(_Frozen):
                 f"shutter_controller {self.shutter_controller!r} is not one of {', '.join(names)}"
             )
         return self
+
+    @model_validator(mode="after")
+    def _used_products_are_written(self) -> InstrumentConfig:
+        if self.archive.hdf5 and self.archive.product not in self.storage.products:
+            raise ValueError(
+                f"archive.product: the HDF5 archive keeps {self.archive.product.value} "
+                f"images, but storage does not write them (storage.{self.archive.product.value}"
+                " is false)"
+            )
+        wanted = self.processing.masters_from
+        if wanted is not None and wanted not in self.storage.products:
+            raise ValueError(
+                f"processing.masters_from: masters cannot be built from {wanted.value} "
+                f"files, which storage does not write (storage.{wanted.value} is false)"
+            )
+        for index, receiver in enumerate(self.receivers):
+            if not set(receiver.products) & set(self.storage.products):
+                raise ValueError(
+                    f"receivers.{index}.products: {receiver.name} wants "
+                    f"{', '.join(p.value for p in receiver.products)}, which storage does "
+                    "not write"
+                )
+        return self
+
+    def masters_source(self) -> Product:
+        """The product master frames are built from (processing.masters_from, or the
+        processed images when they are written, else the raw frames)."""
+        chosen = self.processing.masters_from
+        if chosen is not None:
+            return chosen
+        return Product.PROCESSED if self.storage.processed else Product.RAW
 
     @property
     def shutter_controller_name(self) -> str:

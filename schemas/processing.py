@@ -30,6 +30,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from schemas.products import Product
+
 STEP_PATTERN = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
 
 
@@ -81,6 +83,13 @@ class ProcessingConfig(BaseModel):
     masters: MasterFrames = Field(default_factory=MasterFrames)
     steps: list[str] = Field(
         default_factory=list, description="user steps, 'package.module:function', in order"
+    )
+    masters_from: Product | None = Field(
+        default=None,
+        description=(
+            "build master frames from the raw files (each put through this chain, masters "
+            "and steps left out) or the processed ones; default: processed when written"
+        ),
     )
 
     @field_validator("steps")

@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.exposure import ImageType
+from schemas.products import Product
 
 
 class FileRecord(BaseModel):
@@ -19,6 +20,7 @@ class FileRecord(BaseModel):
     ccd: str
     sha256: str
     nbytes: int
+    product: Product = Field(default=Product.RAW, description="raw frame or processed image")
 
 
 class ExposureResult(BaseModel):
@@ -28,8 +30,22 @@ class ExposureResult(BaseModel):
 
     expnum: int
     image_type: ImageType
-    exptime: float
-    date_obs: datetime
+    exptime: float = Field(description="[s] integration time asked for")
+    date_obs: datetime = Field(description="UTC start of the integration (shutter open)")
+    date_end: datetime | None = Field(default=None, description="UTC end of the integration")
+    exptime_measured: float | None = Field(
+        default=None, description="[s] integration time measured (DATE-END - DATE-OBS)"
+    )
+    time_source: str | None = Field(
+        default=None, description="what measured the times: controller timer or host clock"
+    )
+    time_uncertainty_s: float | None = Field(
+        default=None, description="[s] +- bound on DATE-OBS and DATE-END, when known"
+    )
+    exptime_flagged: bool = Field(
+        default=False,
+        description="measured and requested integration differ by more than the tolerance",
+    )
     files: list[FileRecord]
     archive: Path | None = Field(default=None, description="HDF5 archive it was appended to")
     missing: dict[str, str] = Field(

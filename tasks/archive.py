@@ -1,7 +1,9 @@
 """Stage 7: append each exposure to the sequence's HDF5 archive, as it completes.
 
 One archive per run (sequence or calibration set), beside the night's FITS files:
-a cube per CCD and a table of header values per frame (tasks/hdf5_archive.py). It is
+a cube per CCD of the raw frames as read (their integer samples; or the processed
+images, ``archive.product``) and a table of header values per frame
+(tasks/hdf5_archive.py). It is
 created at the first exposure, when the CCD shapes are known, and readable by others
 while it grows (SWMR). The FITS files stay the primary product: they are written and
 in the manifest before the archive is touched.
@@ -14,12 +16,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from schemas.instrument import InstrumentConfig
 from schemas.naming import sanitize
+from schemas.products import Product
 from tasks.hdf5_archive import ColumnKind, SequenceArchive
 from tasks.header import ExposureFacts, software_version
 from tasks.write import CcdProduct, night_folder
@@ -27,8 +29,11 @@ from tasks.write import CcdProduct, night_folder
 COLUMNS: list[tuple[str, ColumnKind]] = [
     ("imagetyp", "str"),
     ("exptime", "float"),
+    ("exptime_measured", "float"),
     ("darktime", "float"),
     ("date_obs", "str"),
+    ("date_end", "str"),
+    ("time_source", "str"),
     ("filter", "str"),
     ("object", "str"),
     ("ncombine", "int"),
@@ -47,7 +52,7 @@ class SequenceArchiver:
         self._archive: SequenceArchive | None = None
 
     def append(self, products: list[CcdProduct], facts: ExposureFacts, when: datetime) -> Path:
-        frames = {p.ccd.name: p.image.data for p in products}
+        frames = pixels_to_archive(products, self.instrument.archive.product)
         if self._archive is None:
             self.path = night_folder(self.instrument, when) / (
                 f"{self.instrument.name}-{sanitize(self.run_name)}-{facts.expnum:08d}.h5"
@@ -56,9 +61,10 @@ class SequenceArchiver:
             self._archive = SequenceArchive.create(
                 self.path,
                 {name: (data.shape[0], data.shape[1]) for name, data in frames.items()},
-                dtype=np.dtype(np.float32),
+                dtype=next(iter(frames.values())).dtype,
                 provenance={
                     "instrument": self.instrument.name,
+                    "product": self.instrument.archive.product.value,
                     "run": self.run_name,
                     "flow_run_id": self.run_id or "",
                     "ccdflow_version": software_version(),
@@ -75,13 +81,36 @@ class SequenceArchiver:
             self._archive = None
 
 
+def pixels_to_archive(products: list[CcdProduct], product: Product) -> dict[str, Any]:
+    """Each CCD's image of the archived product: the raw frame as read (its integer
+    samples) or the processed image. ValueError for what one cube row cannot hold."""
+    frames: dict[str, Any] = {}
+    for item in products:
+        if product is Product.PROCESSED:
+            if item.image is None:
+                raise ValueError(f"{item.ccd.name}: no processed image to archive")
+            frames[item.ccd.name] = item.image.data
+        else:
+            if len(item.raw) != 1:
+                raise ValueError(
+                    f"{item.ccd.name}: {len(item.raw)} raw frames (a stacked exposure); the "
+                    "raw archive keeps one frame per exposure, the FITS file keeps them all"
+                )
+            frames[item.ccd.name] = item.raw[0].data
+    return frames
+
+
 def _row(facts: ExposureFacts) -> dict[str, Any]:
     spec = facts.spec
+    summary = facts.time_summary(0.0)
     return {
         "imagetyp": spec.image_type.value,
         "exptime": spec.exptime,
+        "exptime_measured": summary.measured_s,
         "darktime": facts.darktime,
-        "date_obs": facts.date_obs.isoformat(),
+        "date_obs": summary.start.isoformat(),
+        "date_end": summary.end.isoformat(),
+        "time_source": summary.source,
         "filter": spec.filter or "none",
         "object": spec.object_name or "",
         "ncombine": facts.ncombine,

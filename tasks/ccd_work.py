@@ -1,10 +1,10 @@
-"""Post-process and write one CCD on a Dask worker; only metadata comes back.
+"""Build and write one CCD's products on a Dask worker; only metadata comes back.
 
 Measured (shared/design/prefect.md): shipping pixels back and forth costs more than
 the work, so each worker gets its own CCD's columns of the buffer (sliced here, on
-the client: serialization then sends only those bytes), processes them with
-:func:`tasks.post_process.process_ccd`, writes the CCD's FITS file with
-:func:`tasks.write.write_exposure_files` (the same names, headers, checksums and
+the client: serialization then sends only those bytes), builds its raw frame and,
+when configured, its processed image (tasks/ccd_products.py), writes the CCD's files
+with :func:`tasks.write.write_exposure_files` (the same names, headers, checksums and
 manifest as the serial path: the files are byte-identical) and returns a
 :class:`CcdOutcome` of a few hundred bytes.
 
@@ -24,7 +24,6 @@ Workers on other machines must see that folder at the same path.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
 import uuid
 from dataclasses import dataclass
@@ -34,13 +33,15 @@ import numpy as np
 import numpy.typing as npt
 from distributed import Client, Future
 
-from devices.archon.acf import CcdRegion
-from schemas.instrument import CcdConfig, FileLayout, InstrumentConfig
+from schemas.instrument import FileLayout, InstrumentConfig
 from schemas.results import FileRecord
+from tasks.ccd_products import CcdSource, ccd_slice, products_of
 from tasks.header import ExposureFacts
 from tasks.instrument import ControllerPlan
-from tasks.post_process import ProcessingInputs, ReadoutNumbers, process_ccd
+from tasks.raw_frames import region_in_slice
 from tasks.write import CcdProduct, write_exposure_files
+
+__all__ = ["CcdOutcome", "process_exposure_on_dask", "region_in_slice", "supports_layout"]
 
 RawPixels = npt.NDArray[np.uint16] | npt.NDArray[np.uint32]
 
@@ -49,7 +50,8 @@ RawPixels = npt.NDArray[np.uint16] | npt.NDArray[np.uint32]
 class CcdOutcome:
     """What a worker reports for one CCD: its file and quick-look numbers, no pixels."""
 
-    file: FileRecord
+    files: tuple[FileRecord, ...]
+    """One per product written (raw first)."""
     stats: dict[str, float]
     overscan_levels: dict[str, float]
     seconds: float
@@ -71,80 +73,28 @@ def require_supported_layout(instrument: InstrumentConfig) -> None:
         )
 
 
-def _span(part: slice, what: str) -> tuple[int, int]:
-    if part.step not in (None, 1) or part.start is None or part.stop is None:
-        raise ValueError(f"{what} {part} is not a plain slice with a start and a stop")
-    start, stop = int(part.start), int(part.stop)
-    if not 0 <= start <= stop:
-        raise ValueError(f"{what} {part} is not a forward slice of non-negative indices")
-    return start, stop
-
-
-def _within(part: slice, outer: tuple[int, int], what: str) -> slice:
-    start, stop = _span(part, what)
-    if not outer[0] <= start <= stop <= outer[1]:
-        raise ValueError(f"{what} {start}:{stop} are outside the CCD's {outer[0]}:{outer[1]}")
-    return slice(start - outer[0], stop - outer[0])
-
-
-def region_in_slice(region: CcdRegion) -> CcdRegion:
-    """``region`` as seen in its own slice ``buffer[region.buffer_rows, region.buffer_cols]``.
-
-    Amplifier positions in the buffer move by the slice's origin; their places in the
-    assembled CCD image do not change. ValueError when an amplifier lies outside the
-    CCD's slice (the slice would not hold its pixels).
-    """
-    rows = _span(region.buffer_rows, "CCD rows")
-    cols = _span(region.buffer_cols, "CCD columns")
-    amplifiers = tuple(
-        dataclasses.replace(
-            amp,
-            buffer_rows=_within(amp.buffer_rows, rows, f"amplifier {amp.name} rows"),
-            buffer_cols=_within(amp.buffer_cols, cols, f"amplifier {amp.name} columns"),
-        )
-        for amp in region.amplifiers
-    )
-    return dataclasses.replace(
-        region,
-        buffer_rows=slice(0, rows[1] - rows[0]),
-        buffer_cols=slice(0, cols[1] - cols[0]),
-        amplifiers=amplifiers,
-    )
-
-
 def process_and_write_ccd(
     raw: RawPixels,
-    region: CcdRegion,
-    ccd: CcdConfig,
+    source: CcdSource,
     controller: str,
     buffer: int,
-    numbers: ReadoutNumbers,
     facts: ExposureFacts,
     instrument: InstrumentConfig,
     when: datetime,
 ) -> CcdOutcome:
-    """Runs on a worker: correct one CCD's pixels and write its file.
-
-    ``raw`` is the CCD's slice of the buffer and ``region`` is relative to it (see
-    :func:`region_in_slice`).
-    """
+    """Runs on a worker: build one CCD's products from its slice of the buffer
+    (:func:`tasks.ccd_products.ccd_slice`) and write their files."""
     require_supported_layout(instrument)
     start = time.perf_counter()
-    image = process_ccd(
-        raw,
-        region,
-        ccd.name,
-        pixels=numbers.pixels,
-        overscan=numbers.overscan,
-        lines=numbers.lines,
-        inputs=ProcessingInputs(ccd, facts.spec, instrument.processing),
-    )
-    product = CcdProduct(image, ccd, controller, buffer)
+    raw_ccd, image = products_of(raw, source, facts.spec, instrument.storage, instrument.processing)
+    product = CcdProduct(source.ccd, controller, buffer, raw=(raw_ccd,), image=image)
     records, warnings = write_exposure_files([product], facts, instrument, when)
     return CcdOutcome(
-        file=records[0],
-        stats=dict(image.stats),
-        overscan_levels={amp.name: amp.overscan_level for amp in image.amplifiers},
+        files=tuple(records),
+        stats=product.stats,
+        overscan_levels={amp.name: amp.overscan_level for amp in image.amplifiers}
+        if image is not None
+        else {},
         seconds=time.perf_counter() - start,
         warnings=tuple(warnings),
     )
@@ -186,7 +136,8 @@ def _submit(
     buffer_number: int,
 ) -> list[Future[CcdOutcome]]:
     """Scatter each CCD's slice to a worker and submit its task there (blocking)."""
-    slices = [buffer[region.buffer_rows, region.buffer_cols] for region in plan.layout]
+    sources = [CcdSource(i, ccd, plan) for i, ccd in enumerate(plan.config.ccds)]
+    slices = [ccd_slice(buffer, source) for source in sources]
     # hash=False: tokenizing 32 MB per CCD to name the data would cost more than
     # sending it, and every buffer is new anyway.
     data = client.scatter(slices, direct=True, hash=False)  # type: ignore[no-untyped-call]
@@ -195,18 +146,16 @@ def _submit(
         client.submit(
             process_and_write_ccd,
             pixels,
-            region_in_slice(region),
-            ccd,
+            source,
             plan.config.name,
             buffer_number,
-            ReadoutNumbers.of(plan),
             facts,
             instrument,
             when,
             # Readable in the dashboard; unique, because a retried exposure must run again.
-            key=f"ccd-{instrument.name}-{facts.expnum:08d}-{ccd.name}-{tag}",
+            key=f"ccd-{instrument.name}-{facts.expnum:08d}-{source.ccd.name}-{tag}",
         )
-        for pixels, region, ccd in zip(data, plan.layout, plan.config.ccds, strict=True)
+        for pixels, source in zip(data, sources, strict=True)
     ]
 
 

@@ -10,17 +10,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from importlib.metadata import PackageNotFoundError, version
 
-from astropy.time import Time
-
+from devices.base import ExposureTimes
 from schemas.exposure import ExposureSpec
 from schemas.header import HeaderCard, Snapshot
 from schemas.instrument import CcdConfig, InstrumentConfig
 from tasks.fits_cards import Card
 from tasks.post_process import CcdImage
+from tasks.raw_frames import RawCcd, amplifier_cards
+from tasks.time_cards import TimeSummary, summarize, time_cards
 
 
 def software_version() -> str:
@@ -45,17 +46,31 @@ class ExposureFacts:
     missing: Mapping[str, str] = field(default_factory=dict)
     system: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     missing_controllers: Mapping[str, str] = field(default_factory=dict)
+    times: tuple[ExposureTimes, ...] = ()
+    """Each frame's measured integration (tasks/time_cards.py); empty: only the host's
+    DATE-OBS is known (then the requested time stands for the integration)."""
+
+    def time_summary(self, tolerance_s: float) -> TimeSummary:
+        """The exposure's times; without measured frame times, the host's start plus
+        the requested integration, said so in TIMESRC."""
+        if self.times:
+            return summarize(self.times, tolerance_s)
+        assumed = ExposureTimes(
+            start=self.date_obs,
+            end=self.date_obs + timedelta(seconds=self.spec.exptime),
+            source="host clock (end assumed)",
+            uncertainty_s=None,
+            requested_s=self.spec.exptime,
+        )
+        return summarize([assumed], tolerance_s)
 
 
 def exposure_cards(facts: ExposureFacts, instrument: InstrumentConfig) -> list[Card]:
     """Cards about the exposure as a whole (also the primary header of a MEF file)."""
     spec = facts.spec
-    obs = Time(facts.date_obs, scale="utc")
+    tolerance = instrument.exptime_tolerance_s
     cards: list[Card] = [
-        ("DATE-OBS", obs.isot, "start of integration (UTC)"),
-        ("TIMESYS", "UTC", "time scale of DATE-OBS and MJD-OBS"),
-        ("MJD-OBS", round(float(obs.mjd), 8), "MJD of start of integration (UTC)"),
-        ("EXPTIME", round(spec.exptime, 6), "[s] integration time of one frame"),
+        *time_cards(facts.time_summary(tolerance), tolerance),
         ("DARKTIME", round(facts.darktime, 6), "[s] integration start to readout start"),
         ("IMAGETYP", spec.image_type.value, "bias, dark, flat, object, arc or test"),
         ("SHUTTER", "open" if spec.opens_shutter else "closed", "shutter during integration"),
@@ -95,12 +110,12 @@ def exposure_cards(facts: ExposureFacts, instrument: InstrumentConfig) -> list[C
     return cards
 
 
-def ccd_cards(
-    image: CcdImage, ccd: CcdConfig, controller: str, buffer: int, facts: ExposureFacts
+def _identity_cards(
+    ccd: CcdConfig, controller: str, buffer: int, facts: ExposureFacts
 ) -> list[Card]:
-    """Cards about one CCD: identity, gain, geometry, overscan levels, temperature."""
+    """Which CCD this is and how it was read (PRODUCT is in the file's primary header)."""
     binning = facts.spec.binning
-    cards: list[Card] = [
+    return [
         ("DETECTOR", ccd.name, "detector"),
         ("CCDNAME", ccd.name, "CCD name"),
         ("CONTRLR", controller, "Archon controller"),
@@ -108,6 +123,62 @@ def ccd_cards(
         ("GAIN", ccd.gain, "[e-/ADU] gain"),
         ("RDNOISE", ccd.read_noise, "[e-] read noise"),
         ("CCDSUM", f"{binning.x} {binning.y}", "binning: columns, lines"),
+    ]
+
+
+def _amplifier_noise_cards(ccd: CcdConfig, names: list[str]) -> list[Card]:
+    gains = {amp.name: amp for amp in ccd.amplifiers}
+    cards: list[Card] = []
+    for name in names:
+        if name in gains:
+            cards.append((f"GAIN{name}", gains[name].gain, f"[e-/ADU] gain of amp {name}"))
+            cards.append((f"RDNOISE{name}", gains[name].read_noise, f"[e-] read noise, amp {name}"))
+    return cards
+
+
+def _temperature_cards(ccd: CcdConfig, controller: str, facts: ExposureFacts) -> list[Card]:
+    if not ccd.temperature_key:
+        return []
+    status = facts.status_start.get(controller)
+    temperature = status.get(ccd.temperature_key) if status else None
+    if temperature is None:
+        reason = facts.missing.get(controller, f"{ccd.temperature_key} not in STATUS")
+        return [missing_card("CCDTEMP", reason)]
+    return [("CCDTEMP", temperature, f"[degC] {ccd.temperature_key} at integration start")]
+
+
+def _stat_cards(stats: Mapping[str, float], unit: str) -> list[Card]:
+    cards: list[Card] = []
+    for stat, value in stats.items():
+        if stat == "saturated":
+            cards.append(("NSATURAT", int(value), "science pixels at saturation (raw)"))
+        else:
+            cards.append((f"Q{stat.upper()[:7]}", round(value, 4), f"[{unit}] quick-look {stat}"))
+    return cards
+
+
+def raw_ccd_cards(
+    raw: RawCcd, ccd: CcdConfig, controller: str, buffer: int, facts: ExposureFacts
+) -> list[Card]:
+    """Cards of one CCD's raw frame: identity, the amplifier map, temperature, stats."""
+    return [
+        *_identity_cards(ccd, controller, buffer, facts),
+        ("BUNIT", "adu", "counts as digitized, bias level included"),
+        *amplifier_cards(raw.amplifiers),
+        *_amplifier_noise_cards(ccd, [amp.name for amp in raw.amplifiers]),
+        *_temperature_cards(ccd, controller, facts),
+        *_stat_cards(raw.stats, "adu raw"),
+    ]
+
+
+def ccd_cards(
+    image: CcdImage, ccd: CcdConfig, controller: str, buffer: int, facts: ExposureFacts
+) -> list[Card]:
+    """Cards about one CCD's processed image: identity, geometry, overscan levels,
+    temperature, what the chain did, quick-look statistics."""
+    binning = facts.spec.binning
+    cards: list[Card] = [
+        *_identity_cards(ccd, controller, buffer, facts),
         ("BUNIT", image.bunit, "unit of the pixel values"),
     ]
     if image.datasec is not None:
@@ -123,7 +194,6 @@ def ccd_cards(
     if image.biassec is not None:
         cards.append(("BIASSEC", image.biassec.fits(), "overscan pixels"))
     cards.append(("NAMPS", len(image.amplifiers), "amplifiers read"))
-    gains = {amp.name: amp for amp in ccd.amplifiers}
     for amp in image.amplifiers:
         cards.append((f"DATASEC{amp.name}", amp.data.fits(), f"science pixels of amp {amp.name}"))
         if amp.bias is not None:
@@ -135,33 +205,10 @@ def ccd_cards(
                 f"[adu] overscan level, amp {amp.name}",
             )
         )
-        if amp.name in gains:
-            cards.append(
-                (f"GAIN{amp.name}", gains[amp.name].gain, f"[e-/ADU] gain of amp {amp.name}")
-            )
-            cards.append(
-                (
-                    f"RDNOISE{amp.name}",
-                    gains[amp.name].read_noise,
-                    f"[e-] read noise, amp {amp.name}",
-                )
-            )
-    if ccd.temperature_key:
-        status = facts.status_start.get(controller)
-        temperature = status.get(ccd.temperature_key) if status else None
-        if temperature is None:
-            reason = facts.missing.get(controller, f"{ccd.temperature_key} not in STATUS")
-            cards.append(missing_card("CCDTEMP", reason))
-        else:
-            comment = f"[degC] {ccd.temperature_key} at integration start"
-            cards.append(("CCDTEMP", temperature, comment))
+    cards += _amplifier_noise_cards(ccd, [amp.name for amp in image.amplifiers])
+    cards += _temperature_cards(ccd, controller, facts)
     cards += image.cards
-    for stat, value in image.stats.items():
-        if stat == "saturated":
-            cards.append(("NSATURAT", int(value), "science pixels at saturation (raw)"))
-        else:
-            unit = image.bunit
-            cards.append((f"Q{stat.upper()[:7]}", round(value, 4), f"[{unit}] quick-look {stat}"))
+    cards += _stat_cards(image.stats, image.bunit)
     return cards
 
 

@@ -17,6 +17,10 @@ from devices.archon.controller import ArchonController, ControllerTiming
 from devices.archon.errors import ArchonError
 from schemas.errors import ConfigError
 from schemas.instrument import ControllerConfig, InstrumentConfig
+from schemas.processing import OverscanMethod
+from schemas.products import Product
+from tasks.raw_frames import DetectorPlacement
+from tasks.sections import amp_boxes, trimmed_boxes
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +33,9 @@ class ControllerPlan:
     pixels: int
     overscan_pixels: int
     lines: int
+    placements: tuple[DetectorPlacement, ...] = ()
+    """Per CCD, where its amplifiers' science pixels sit on the detector, from the
+    full unbinned readout (a window keeps it: raw headers map windows onto it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,10 +67,67 @@ def plan_instrument(instrument: InstrumentConfig) -> list[ControllerPlan]:
                 f"PIXELCOUNT ({acf.pixel_count})"
             )
             continue
-        plans.append(ControllerPlan(config, acf, layout, pixels, overscan, lines))
+        try:
+            placements = tuple(
+                _placement(region, ccd.mosaic_origin, pixels, overscan, lines)
+                for region, ccd in zip(layout, config.ccds, strict=True)
+            )
+        except ValueError as exc:
+            problems.append(f"{where}.acf: {exc}")
+            continue
+        problems += _processing_problems(instrument, where, config, layout, overscan)
+        plans.append(ControllerPlan(config, acf, layout, pixels, overscan, lines, placements))
     if problems:
         raise ConfigError(f"instrument {instrument.name}", problems)
     return plans
+
+
+def _placement(
+    region: CcdRegion, origin: tuple[int, int], pixels: int, overscan: int, lines: int
+) -> DetectorPlacement:
+    """Each amplifier's science pixels on the physically oriented, trimmed CCD."""
+    boxes = [amp_boxes(amp, pixels, overscan, lines)[0] for amp in region.amplifiers]
+    try:
+        packed, _ = trimmed_boxes(boxes)
+    except ValueError as exc:
+        raise ValueError(f"CCD {region.index}: {exc}") from exc
+    return DetectorPlacement(
+        origin, {amp.name: box for amp, box in zip(region.amplifiers, packed, strict=True)}
+    )
+
+
+def _processing_problems(
+    instrument: InstrumentConfig,
+    where: str,
+    config: ControllerConfig,
+    layout: tuple[CcdRegion, ...],
+    overscan: int,
+) -> list[str]:
+    """What the processing chain asks that this controller's readout cannot give.
+
+    Checked when the chain is asked for: the processed product, or masters built
+    from raw frames by name (each frame is put through the chain).
+    """
+    if not (instrument.storage.processed or instrument.processing.masters_from is Product.RAW):
+        return []
+    problems = []
+    method = instrument.processing.overscan
+    if method is not OverscanMethod.NONE and overscan == 0:
+        problems.append(
+            f"processing.overscan: {method.value!r} needs overscan columns, but {where} "
+            f"({config.name}) reads none (OverscanPixels is 0); use overscan: none"
+        )
+    if instrument.processing.electrons:
+        for index, (ccd, region) in enumerate(zip(config.ccds, layout, strict=True)):
+            read = {amp.name for amp in region.amplifiers}
+            for amp in ccd.amplifiers:
+                if amp.name not in read:
+                    problems.append(
+                        f"processing.electrons: {where}.ccds.{index}.amplifiers names "
+                        f"amplifier {amp.name}, but {ccd.name} is read by "
+                        f"{', '.join(sorted(read))} only"
+                    )
+    return problems
 
 
 def controller_for(plan: ControllerPlan) -> ArchonController:
@@ -81,6 +145,7 @@ def controller_for(plan: ControllerPlan) -> ArchonController:
             command_timeout=plan.config.command_timeout_s,
             flush_seconds=plan.config.flush_time_s,
             readout_timeout=plan.config.readout_timeout_s,
+            shutter_timestamps=plan.config.shutter_timestamps,
         ),
     )
 

@@ -30,11 +30,14 @@ from astropy.io import fits
 
 from schemas.exposure import ExposureSpec, ImageType
 from schemas.instrument import InstrumentConfig
+from schemas.products import Product
 from schemas.results import ExposureResult, FileRecord
 from tasks.verify import ChecksumError, verify_fits_checksums
 
-PlannedFiles = list[tuple[str, Path]]
-"""(CCD, or "all" for a multi-extension file; path) of each file an exposure writes."""
+PlannedFiles = list[tuple[str, Path, Product]]
+"""(CCD, or "all" for a multi-extension file; path; product) of each file an exposure
+writes. Journals written before there were products list (CCD, path): those files
+were processed images, the only product then."""
 
 
 def plan_digest(instrument: InstrumentConfig, specs: Sequence[ExposureSpec]) -> str:
@@ -64,11 +67,17 @@ def _append(path: Path, record: dict[str, Any]) -> None:
         os.close(fd)
 
 
+def _planned(item: list[str]) -> tuple[str, Path, Product]:
+    if len(item) == 2:
+        return str(item[0]), Path(item[1]), Product.PROCESSED
+    return str(item[0]), Path(item[1]), Product(item[2])
+
+
 def _files_intact(files: PlannedFiles) -> bool:
-    if not files or not all(path.is_file() for _, path in files):
+    if not files or not all(path.is_file() for _, path, _ in files):
         return False
     try:
-        for _, path in files:
+        for _, path, _ in files:
             verify_fits_checksums(path)
     except (ChecksumError, OSError):
         return False
@@ -104,7 +113,7 @@ class SequenceJournal:
             if kind == "opened":
                 state.night = record.get("night")
             elif kind == "started":
-                files = [(str(ccd), Path(path)) for ccd, path in record["files"]]
+                files = [_planned(item) for item in record["files"]]
                 state.started[index] = (int(record["expnum"]), files)
             elif kind == "done":
                 state.done[index] = ExposureResult.model_validate(record["result"])
@@ -131,7 +140,7 @@ class SequenceJournal:
         return done
 
     def started(self, index: int, expnum: int, files: PlannedFiles) -> None:
-        listed = [[ccd, str(path)] for ccd, path in files]
+        listed = [[ccd, str(path), product.value] for ccd, path, product in files]
         _append(self.path, {"event": "started", "index": index, "expnum": expnum, "files": listed})
 
     def done(self, index: int, result: ExposureResult) -> None:
@@ -152,20 +161,33 @@ def _recovered_result(expnum: int, files: PlannedFiles) -> ExposureResult:
         header = hdus[0].header
         image_type, exptime = ImageType(header["IMAGETYP"]), float(header["EXPTIME"])
         date_obs = datetime.fromisoformat(f"{header['DATE-OBS']}+00:00")
+        date_end = (
+            datetime.fromisoformat(f"{header['DATE-END']}+00:00") if "DATE-END" in header else None
+        )
+        measured = float(header["EXPMEAS"]) if "EXPMEAS" in header else None
+        source = str(header["TIMESRC"]) if "TIMESRC" in header else None
+        uncertainty = float(header["TIMSYER"]) if "TIMSYER" in header else None
+        flagged = bool(header.get("EXPFLAG", False))
     records = [
         FileRecord(
             path=path,
             ccd=ccd,
             sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
             nbytes=path.stat().st_size,
+            product=product,
         )
-        for ccd, path in files
+        for ccd, path, product in files
     ]
     return ExposureResult(
         expnum=expnum,
         image_type=image_type,
         exptime=exptime,
         date_obs=date_obs,
+        date_end=date_end,
+        exptime_measured=measured,
+        time_source=source,
+        time_uncertainty_s=uncertainty,
+        exptime_flagged=flagged,
         files=records,
         timings={},
     )

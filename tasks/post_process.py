@@ -23,7 +23,7 @@ import numpy.typing as npt
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from devices.archon.acf import AmplifierRegion, CcdRegion
+from devices.archon.acf import CcdRegion
 from schemas.exposure import ExposureSpec
 from schemas.instrument import CcdConfig
 from schemas.processing import ProcessingConfig
@@ -32,7 +32,13 @@ from tasks.instrument import ControllerPlan
 from tasks.masters import apply_masters
 from tasks.overscan import correct_overscan
 from tasks.processing_steps import StepContext, run_steps
-from tasks.sections import AmplifierResult, Box, bounding_box_if_tiled
+from tasks.sections import (
+    AmplifierResult,
+    Box,
+    amp_boxes,
+    bounding_box_if_tiled,
+    trimmed_boxes,
+)
 
 __all__ = ["AmplifierResult", "Box", "CcdImage", "ProcessingInputs", "ReadoutNumbers"]
 
@@ -80,58 +86,11 @@ class CcdImage:
     """What the chain did (OVERSCAN, ZEROCOR, HISTORY of user steps, ...)."""
 
 
-def _amp_boxes(
-    amp: AmplifierRegion, pixels: int, overscan: int, lines: int
-) -> tuple[Box, Box | None]:
-    """Data and overscan rectangles of one amplifier in the assembled CCD image."""
-    height = amp.ccd_rows.stop - amp.ccd_rows.start
-    width = amp.ccd_cols.stop - amp.ccd_cols.start
-    r0, c0 = amp.ccd_rows.start, amp.ccd_cols.start
-    rows = (height - lines, height) if amp.flip_rows else (0, lines)
-    if amp.flip_cols:
-        data_cols = (width - pixels, width)
-        bias_cols = (width - pixels - overscan, width - pixels)
-    else:
-        data_cols = (0, pixels)
-        bias_cols = (pixels, pixels + overscan)
-    data = Box(r0 + rows[0], r0 + rows[1], c0 + data_cols[0], c0 + data_cols[1])
-    bias = (
-        Box(r0 + rows[0], r0 + rows[1], c0 + bias_cols[0], c0 + bias_cols[1])
-        if overscan > 0
-        else None
-    )
-    return data, bias
-
-
-def trimmed_boxes(data_boxes: Sequence[Box]) -> tuple[list[Box], tuple[int, int]]:
-    """Where each amplifier's data go once overscan is cut out, and the trimmed shape.
-
-    Amplifiers keep their arrangement: they are ordered by their rows and columns in
-    the untrimmed image and packed side by side.
-    """
-    heights = {b.r0: b.shape[0] for b in data_boxes}
-    widths = {b.c0: b.shape[1] for b in data_boxes}
-    if len({(b.r0, b.c0) for b in data_boxes}) != len(data_boxes) or any(
-        b.shape != (heights[b.r0], widths[b.c0]) for b in data_boxes
-    ):
-        raise ValueError("amplifier data sections do not form a grid; cannot trim")
-    row_at, col_at, total_rows, total_cols = {}, {}, 0, 0
-    for r0 in sorted(heights):
-        row_at[r0], total_rows = total_rows, total_rows + heights[r0]
-    for c0 in sorted(widths):
-        col_at[c0], total_cols = total_cols, total_cols + widths[c0]
-    boxes = [
-        Box(row_at[b.r0], row_at[b.r0] + b.shape[0], col_at[b.c0], col_at[b.c0] + b.shape[1])
-        for b in data_boxes
-    ]
-    return boxes, (total_rows, total_cols)
-
-
 def processed_shape(region: CcdRegion, numbers: ReadoutNumbers, trim: bool) -> tuple[int, int]:
     """The shape post-processing gives this CCD (for checks made before exposing)."""
     if not trim:
         return region.shape
-    boxes = [_amp_boxes(amp, *numbers)[0] for amp in region.amplifiers]
+    boxes = [amp_boxes(amp, *numbers)[0] for amp in region.amplifiers]
     return trimmed_boxes(boxes)[1]
 
 
@@ -204,7 +163,7 @@ def process_ccd(
         if amp.flip_cols:
             block = block[:, ::-1]
         out[amp.ccd_rows, amp.ccd_cols] = block
-        data_box, bias_box = _amp_boxes(amp, pixels, overscan, lines)
+        data_box, bias_box = amp_boxes(amp, pixels, overscan, lines)
         amps.append(AmplifierResult(amp.name, data_box, bias_box, level))
     cards: list[Card] = []
     if overscan > 0:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
+from devices.base import ExposureTimes
 from schemas.exposure import ExposureSpec
 from schemas.instrument import InstrumentConfig
 from tasks.publish import fsync_folder
@@ -35,6 +36,40 @@ class FrameIdentity(BaseModel):
     timestamp: int
 
 
+class SavedTimes(BaseModel):
+    """The measured integration (devices.base.ExposureTimes), kept for the files."""
+
+    model_config = ConfigDict(frozen=True)
+
+    start: datetime
+    end: datetime
+    source: str
+    uncertainty_s: float | None
+    requested_s: float
+    fallback_reason: str | None = None
+
+    @classmethod
+    def of(cls, times: ExposureTimes) -> SavedTimes:
+        return cls(
+            start=times.start,
+            end=times.end,
+            source=times.source,
+            uncertainty_s=times.uncertainty_s,
+            requested_s=times.requested_s,
+            fallback_reason=times.fallback_reason,
+        )
+
+    def restore(self) -> ExposureTimes:
+        return ExposureTimes(
+            start=self.start,
+            end=self.end,
+            source=self.source,
+            uncertainty_s=self.uncertainty_s,
+            requested_s=self.requested_s,
+            fallback_reason=self.fallback_reason,
+        )
+
+
 class SavePoint(BaseModel):
     """One exposure read out and not yet written (module docstring)."""
 
@@ -46,6 +81,7 @@ class SavePoint(BaseModel):
     when: datetime
     """The time the exposure was numbered: it names the night folder and the files."""
     date_obs: datetime
+    times: SavedTimes | None = None
     darktime: float
     flow_run_id: str | None
     frames: dict[str, FrameIdentity]

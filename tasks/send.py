@@ -45,6 +45,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from functools import partial
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -56,6 +57,7 @@ from prefect.exceptions import MissingContextError
 from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 from schemas.instrument import InstrumentConfig, ReceiverConfig
+from schemas.products import Product
 from tasks.outbox import (
     CorruptEntryError,
     EntryLockedError,
@@ -395,15 +397,18 @@ def enqueue_exposure(
     metadata: dict[str, Any],
     files: Sequence[Path],
     *,
+    products: Sequence[Product] | None = None,
     now: datetime | None = None,
 ) -> list[OutboxEntry]:
     """Write the notifications of one exposure to the outbox, due at once.
 
     One entry per JSON receiver, one per file for each ``send_file`` receiver (one
-    JSON-only entry if there are no files). File paths are stored absolute, so a drain
-    from another working directory finds them. Raises ValueError for metadata that is
-    not JSON data, FileNotFoundError for a file to attach that does not exist, and
-    OSError when the outbox cannot be written; nothing is sent here.
+    JSON-only entry if there are no files). ``products`` names each file's product
+    (default: all raw); a receiver gets only the files of its ``products``, and the
+    exposure's file list in its metadata is cut to those. File paths are stored
+    absolute, so a drain from another working directory finds them. Raises ValueError
+    for metadata that is not JSON data, FileNotFoundError for a file to attach that
+    does not exist, and OSError when the outbox cannot be written; nothing is sent.
     """
     _check_unique_names(receivers)
     try:
@@ -411,6 +416,9 @@ def enqueue_exposure(
     except PydanticSerializationError as exc:
         raise ValueError(f"notification metadata is not JSON data: {exc}") from exc
     attachments = [Path(file).resolve() for file in files]
+    kinds = list(products) if products is not None else [Product.RAW] * len(attachments)
+    if len(kinds) != len(attachments):
+        raise ValueError(f"{len(kinds)} products named for {len(attachments)} files")
     if any(receiver.send_file for receiver in receivers):
         for path in attachments:
             if not path.is_file():
@@ -419,14 +427,14 @@ def enqueue_exposure(
     outbox = Outbox(outbox_dir)
     entries: list[OutboxEntry] = []
     for receiver in receivers:
-        targets: list[Path | None] = (
-            list(attachments) if receiver.send_file and attachments else [None]
-        )
+        wanted = set(receiver.products)
+        mine = [path for path, kind in zip(attachments, kinds, strict=True) if kind in wanted]
+        targets: list[Path | None] = list(mine) if receiver.send_file and mine else [None]
         for target in targets:
             entry = OutboxEntry(
                 id=new_entry_id(when),
                 receiver=receiver.name,
-                payload=payload,
+                payload=_for_products(payload, wanted),
                 file=target,
                 created_at=when,
                 next_attempt_at=when,
@@ -434,6 +442,19 @@ def enqueue_exposure(
             outbox.add(entry)
             entries.append(entry)
     return entries
+
+
+def _for_products(payload: Any, wanted: set[Product]) -> Any:
+    """The notification with the exposure's file list cut to ``wanted`` products."""
+    exposure = payload.get("exposure") if isinstance(payload, dict) else None
+    if not isinstance(exposure, dict) or not isinstance(exposure.get("files"), list):
+        return payload
+    kept = [
+        record
+        for record in exposure["files"]
+        if not isinstance(record, dict) or record.get("product", Product.RAW.value) in wanted
+    ]
+    return {**payload, "exposure": {**exposure, "files": kept}}
 
 
 @dataclass
@@ -591,6 +612,7 @@ async def send(
     metadata: dict[str, Any],
     files: list[Path],
     *,
+    products: list[Product] | None = None,
     deadline_s: float = SEND_DEADLINE_S,
 ) -> DrainReport:
     """Queue this exposure's notifications, then deliver what is due within ``deadline_s``.
@@ -602,7 +624,13 @@ async def send(
     if not instrument.receivers:
         return DrainReport()
     outbox_dir = instrument.storage.data_root / OUTBOX_FOLDER
-    await asyncio.to_thread(enqueue_exposure, outbox_dir, instrument.receivers, metadata, files)
+    await asyncio.to_thread(
+        partial(enqueue_exposure, products=products),
+        outbox_dir,
+        instrument.receivers,
+        metadata,
+        files,
+    )
     logger = _logger()
     try:
         report = await drain(outbox_dir, instrument.receivers, deadline_s=deadline_s)

@@ -28,6 +28,7 @@ from astropy.io import fits
 from devices.archon.acf import tap_regions
 from schemas.exposure import ExposureSpec
 from schemas.instrument import ArchiveConfig, DaskConfig, InstrumentConfig, load_instrument
+from tasks.ccd_products import buffer_products
 from tasks.ccd_work import (
     CcdOutcome,
     process_exposure_on_dask,
@@ -38,8 +39,8 @@ from tasks.dask_cluster import SchedulerUnreachableError, open_client
 from tasks.header import ExposureFacts
 from tasks.instrument import ControllerPlan, plan_instrument
 from tasks.manifest import verify_manifest
-from tasks.post_process import process_buffer, process_ccd
-from tasks.write import CcdProduct, write_exposure_files
+from tasks.post_process import process_ccd
+from tasks.write import write_exposure_files
 
 from .conftest import REPO, SIM_YAML
 
@@ -172,29 +173,32 @@ async def test_dask_writes_the_same_files_as_the_serial_path(tmp_path: Path, cli
     plan = _plan()
     buffer = _buffer(plan)
     facts = _facts()
-    serial = _instrument(tmp_path / "serial")
-    products = [
-        CcdProduct(image, ccd, plan.config.name, 2)
-        for image, ccd in zip(process_buffer(buffer, plan), plan.config.ccds, strict=True)
-    ]
+    serial = _instrument(tmp_path / "serial", processed=True)
+    products = buffer_products(buffer, plan, DARK, serial, 2)
     expected, _ = write_exposure_files(products, facts, serial, WHEN)
 
-    on_dask = _instrument(tmp_path / "dask")
+    on_dask = _instrument(tmp_path / "dask", processed=True)
     outcomes = await process_exposure_on_dask(client, buffer, plan, facts, on_dask, WHEN, 2)
 
-    assert [o.file.ccd for o in outcomes] == ["r1", "b1"]
-    for outcome, record, product in zip(outcomes, expected, products, strict=True):
-        assert outcome.file.path.name == record.path.name
-        assert outcome.file.path.parent == tmp_path / "dask" / record.path.parent.name
-        # Same pixels, same header, same checksums: the very same bytes.
-        np.testing.assert_array_equal(fits.getdata(outcome.file.path), product.image.data)
-        assert outcome.file.sha256 == record.sha256 == _sha256(outcome.file.path)
+    assert [[f.ccd for f in o.files] for o in outcomes] == [["r1", "r1"], ["b1", "b1"]]
+    by_name = {record.path.name: record for record in expected}
+    for outcome, product in zip(outcomes, products, strict=True):
+        raw, processed = outcome.files
+        assert (raw.product.value, processed.product.value) == ("raw", "processed")
+        for written in outcome.files:
+            record = by_name[written.path.name]
+            assert written.path.parent == tmp_path / "dask" / record.path.parent.name
+            # Same header, same checksums: the very same bytes.
+            assert written.sha256 == record.sha256 == _sha256(written.path)
+        assert product.image is not None
+        np.testing.assert_array_equal(fits.getdata(processed.path), product.image.data)
+        np.testing.assert_array_equal(fits.getdata(raw.path), product.raw[0].data)
         assert outcome.stats == product.image.stats
         assert outcome.overscan_levels == {
             a.name: a.overscan_level for a in product.image.amplifiers
         }
         assert outcome.seconds > 0
-    assert verify_manifest(outcomes[0].file.path.parent) == []
+    assert verify_manifest(outcomes[0].files[0].path.parent) == []
 
 
 async def test_outcomes_carry_metadata_not_pixels(tmp_path: Path, client: Any) -> None:
@@ -216,8 +220,8 @@ async def test_a_relative_data_root_is_where_the_client_runs(
         client, _buffer(plan), plan, _facts(), _instrument(Path("data")), WHEN, 1
     )
     # Absolute, so a worker started in another folder writes to the same place.
-    assert all(o.file.path.is_absolute() for o in outcomes)
-    assert all(o.file.path.is_relative_to(tmp_path / "data") for o in outcomes)
+    assert all(o.files[0].path.is_absolute() for o in outcomes)
+    assert all(o.files[0].path.is_relative_to(tmp_path / "data") for o in outcomes)
 
 
 @pytest.mark.parametrize(
@@ -303,10 +307,12 @@ async def test_a_separate_scheduler_and_worker_write_the_files(tmp_path: Path) -
             pids = [p.pid for p in processes]
             pids += [c.pid for p in processes for c in psutil.Process(p.pid).children(True)]
             assert {ip for ip, _ in _listening(pids)} == {"127.0.0.1"}
-        for outcome, image in zip(outcomes, process_buffer(buffer, plan), strict=True):
-            assert outcome.file.path.is_relative_to(tmp_path / "data")
-            np.testing.assert_array_equal(fits.getdata(outcome.file.path), image.data)
-            assert fits.getheader(outcome.file.path)["FRAMEBUF"] == 3
+        for outcome, region in zip(outcomes, plan.layout, strict=True):
+            (raw,) = outcome.files
+            assert raw.path.is_relative_to(tmp_path / "data")
+            expected = buffer[region.buffer_rows, region.buffer_cols]
+            np.testing.assert_array_equal(fits.getdata(raw.path), expected)
+            assert fits.getheader(raw.path)["FRAMEBUF"] == 3
         assert _fits_under(elsewhere) == []
     finally:
         for process in reversed(processes):

@@ -19,9 +19,9 @@ from devices.archon.simulator import ArchonSimulator
 from flows.exposure import take_exposure
 from schemas.exposure import ExposureSpec
 from schemas.instrument import InstrumentConfig, load_instrument
+from tasks.ccd_products import buffer_products
 from tasks.instrument import plan_instrument
 from tasks.instrument_lock import lock_path
-from tasks.post_process import process_buffer
 from tasks.verify import verify_fits_checksums
 
 from .conftest import REPO, SIM_YAML
@@ -53,9 +53,10 @@ async def test_connection_dropped_mid_fetch_the_frame_is_written_intact(
     async with probe:
         assert np.array_equal(await probe.fetch(buffer), stored)
 
-    # Each file holds exactly what the processing chain makes of the controller's pixels.
+    # Each raw file holds exactly the controller's pixels of its CCD.
     expected = {
-        image.name: image for image in process_buffer(stored, plan, BIAS, sim_instrument.processing)
+        product.ccd.name: product.raw[0]
+        for product in buffer_products(stored, plan, BIAS, sim_instrument, buffer)
     }
     assert sorted(record.ccd for record in result.files) == sorted(expected)
     for record in result.files:
@@ -63,11 +64,11 @@ async def test_connection_dropped_mid_fetch_the_frame_is_written_intact(
         with fits.open(record.path) as hdul:
             data = hdul[0].data
             header = hdul[0].header
-        image = expected[record.ccd]
-        assert data.shape == image.data.shape
-        assert np.array_equal(data, image.data), record.path
-        for amp in image.amplifiers:  # the overscan levels the header reports
-            assert header[f"OVRSCN{amp.name}"] == round(amp.overscan_level, 3)
+        raw = expected[record.ccd]
+        assert data.dtype == np.uint16
+        assert np.array_equal(data, raw.data), record.path
+        for amp in raw.amplifiers:  # the map the header gives
+            assert header[f"DATASEC{amp.name}"] == amp.data.fits()
     print(
         f"fetch cut twice after 3 blocks; {len(result.files)} files equal the buffer "
         f"({stored.nbytes / 1e6:.1f} MB); fetch took {result.timings['fetch']:.3f} s"

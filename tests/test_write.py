@@ -13,10 +13,10 @@ from astropy.io import fits
 
 from schemas.exposure import ExposureSpec
 from schemas.instrument import InstrumentConfig, load_instrument
+from tasks.ccd_products import buffer_products
 from tasks.header import ExposureFacts
 from tasks.instrument import plan_instrument
 from tasks.manifest import verify_manifest
-from tasks.post_process import process_buffer
 from tasks.verify import ChecksumError, verify_fits_checksums
 from tasks.write import CcdProduct, exposure_paths, write_exposure_files
 
@@ -38,11 +38,7 @@ def _products(instrument: InstrumentConfig) -> list[CcdProduct]:
     plan = plan_instrument(instrument)[0]
     rng = np.random.default_rng(0)
     buffer = rng.normal(1000, 4, plan.acf.buffer_shape).astype(np.uint16)
-    images = process_buffer(buffer, plan)
-    return [
-        CcdProduct(image, ccd, "sim1", 2)
-        for image, ccd in zip(images, plan.config.ccds, strict=True)
-    ]
+    return buffer_products(buffer, plan, DARK, instrument, 2)
 
 
 def _facts(spec: ExposureSpec, *, status_end: bool = True) -> ExposureFacts:
@@ -63,15 +59,28 @@ DARK = ExposureSpec(image_type="dark", exptime=2.5, header={"PROPOSER": "team"})
 
 
 def test_per_ccd_files_have_the_headers_and_valid_checksums(tmp_path: Path) -> None:
-    instrument = _instrument(tmp_path)
+    instrument = _instrument(tmp_path, processed=True)
     records, warnings = write_exposure_files(_products(instrument), _facts(DARK), instrument, WHEN)
     assert warnings == []
-    assert [r.path.name for r in records] == ["ccdsim-r1-00000007.fits", "ccdsim-b1-00000007.fits"]
+    assert [r.path.name for r in records] == [
+        "ccdsim-r1-00000007.fits",
+        "ccdsim-b1-00000007.fits",
+        "ccdsim-r1-00000007-proc.fits",
+        "ccdsim-b1-00000007-proc.fits",
+    ]
+    assert [r.product.value for r in records] == ["raw", "raw", "processed", "processed"]
     assert records[0].path.parent.name == "20261120"  # before noon UTC: the night before
     for record in records:
         verify_fits_checksums(record.path)
         assert_fitsverify_clean(record.path)
-    header = fits.getheader(records[1].path)
+    header = fits.getheader(records[3].path)
+    assert header["PRODUCT"] == "processed"
+    assert header["RAWFILE"] == records[1].path.name
+    assert header["RAWSHA"] == records[1].sha256
+    raw_header = fits.getheader(records[1].path)
+    assert raw_header["PRODUCT"] == "raw"
+    assert raw_header["BITPIX"] == 16
+    assert raw_header["BZERO"] == 32768
     for key in (
         "DATE-OBS",
         "TIMESYS",
@@ -144,9 +153,11 @@ def test_one_multi_extension_file_per_exposure(
     assert [r.path.name for r in records] == ["ccdsim-00000007.fits"]
     with fits.open(records[0].path) as hdul:
         assert hdul[0].header["EXPNUM"] == 7
+        assert hdul[0].header["PRODUCT"] == "raw"
         names = [hdu.name for hdu in hdul[1:]]
         assert names == ["r1", "b1"]
         assert hdul["B1"].header["CCDNAME"] == "b1"
+        assert hdul["B1"].data.dtype.kind == "u"
     verify_fits_checksums(records[0].path)
     assert_fitsverify_clean(records[0].path)
 
