@@ -20,6 +20,7 @@ from prefect.cache_policies import NO_CACHE
 
 from schemas.exposure import ExposureSpec, StackMethod
 from schemas.instrument import InstrumentConfig
+from schemas.products import Product
 from schemas.results import ExposureResult, FileRecord, MasterRecord
 from tasks.dask_cluster import open_client
 from tasks.master_build import MasterGroup, build_master, master_groups
@@ -54,7 +55,11 @@ async def build_master_task(
         kind=built.kind,
         filter=built.filter,
         file=FileRecord(
-            path=built.file.path, ccd="all", sha256=built.file.sha256, nbytes=built.file.nbytes
+            path=built.file.path,
+            ccd="all",
+            sha256=built.file.sha256,
+            nbytes=built.file.nbytes,
+            product=Product.PROCESSED,
         ),
         inputs=list(built.expnums),
         seconds=round(built.seconds, 3),
@@ -69,7 +74,7 @@ async def build_masters(
 ) -> list[MasterRecord]:
     """Every master the set's exposures make, in reduction order."""
     logger = get_run_logger()
-    groups = master_groups(specs, exposures, instrument.ccd_names)
+    groups = master_groups(specs, exposures, instrument.ccd_names, instrument.masters_source())
     if not groups:
         return []
     when = datetime.now(UTC)

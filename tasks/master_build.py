@@ -6,6 +6,13 @@ of each in memory, not 20 whole images), and returns the combined image. The mas
 are then written as one file per kind (and per filter, for flats) with one extension
 per CCD, in the format :mod:`tasks.masters` applies.
 
+Inputs are the processed images, or the raw frames (``processing.masters_from``; by
+default processed when they are written, else raw). A raw frame is first put through
+the instrument's chain on the worker (assembly, overscan, trim, electrons: the chain
+minus masters and user steps), read from the raw file's own header map
+(tasks/raw_frames.py). That needs each input whole in memory (frames x one CCD image,
+float32) rather than bands of rows; processed inputs are read in bands.
+
 Reduction, per input frame, before combining:
 
 * bias: as written (overscan-corrected);
@@ -36,13 +43,17 @@ from astropy.io import fits
 from distributed import Client
 
 from schemas.exposure import ExposureSpec, ImageType, StackMethod
-from schemas.instrument import InstrumentConfig
+from schemas.instrument import CcdConfig, InstrumentConfig
+from schemas.processing import MasterFrames, ProcessingConfig
+from schemas.products import Product
 from schemas.results import ExposureResult
 from tasks.fits_cards import Card
 from tasks.fits_files import ImagePart, write_fits
 from tasks.manifest import append_manifest
 from tasks.masters import IMAGETYP
+from tasks.post_process import ProcessingInputs, process_ccd
 from tasks.publish import WrittenFile
+from tasks.raw_frames import region_from_header
 from tasks.write import night_folder
 
 FloatImage = npt.NDArray[np.float32]
@@ -89,6 +100,48 @@ def _ccd_hdu(hdus: fits.HDUList, ccd: str, path: Path) -> fits.ImageHDU:
     raise ValueError(f"{path.name}: no image of CCD {ccd}")
 
 
+@dataclass(frozen=True, slots=True)
+class RawChain:
+    """How raw inputs become images a master can combine: the instrument's chain
+    without masters and user steps, and each CCD's config (gains, saturation)."""
+
+    processing: ProcessingConfig
+    ccds: dict[str, CcdConfig]
+
+    @classmethod
+    def of(cls, instrument: InstrumentConfig) -> RawChain:
+        chain = instrument.processing.model_copy(update={"masters": MasterFrames(), "steps": []})
+        ccds = {ccd.name: ccd for c in instrument.controllers for ccd in c.ccds}
+        return cls(chain, ccds)
+
+
+_KIND_TYPES = {"bias": ImageType.BIAS, "dark": ImageType.DARK, "flat": ImageType.FLAT}
+
+
+def _from_raw(
+    hdu: fits.ImageHDU, item: MasterInput, kind: str, chain: RawChain
+) -> tuple[FloatImage, str]:
+    """A raw input put through the chain (module docstring); its image and BUNIT."""
+    # Read again without memory mapping: astropy cannot map BZERO-scaled (unsigned)
+    # integers, and the whole frame is needed anyway.
+    with fits.open(item.path, memmap=False) as again:
+        pixels = np.asarray(_ccd_hdu(again, item.ccd, item.path).data)
+    geometry = region_from_header(hdu.header, (int(pixels.shape[0]), int(pixels.shape[1])))
+    spec = ExposureSpec(
+        image_type=_KIND_TYPES[kind], exptime=0.0 if kind == "bias" else max(item.exptime, 0.0)
+    )
+    image = process_ccd(
+        pixels,
+        geometry.region,
+        item.ccd,
+        pixels=geometry.pixels,
+        overscan=geometry.overscan,
+        lines=geometry.lines,
+        inputs=ProcessingInputs(chain.ccds[item.ccd], spec, chain.processing),
+    )
+    return image.data, image.bunit
+
+
 def _band(array: FloatImage | fits.ImageHDU, rows: slice) -> FloatImage:
     if isinstance(array, np.ndarray):
         return array[rows].astype(np.float32)
@@ -108,25 +161,41 @@ def combine_ccd(
     method: StackMethod,
     bias: Path | None = None,
     dark: Path | None = None,
+    raw_chain: RawChain | None = None,
 ) -> CombinedCcd:
-    """Runs on a worker: reduce and combine one CCD's input images (module docstring)."""
+    """Runs on a worker: reduce and combine one CCD's input images (module docstring).
+
+    Raw inputs (PRODUCT raw) need ``raw_chain``: they are put through it first.
+    """
     start = time.perf_counter()
     if not inputs:
         raise ValueError(f"master {kind}: no input frames")
     ccd = inputs[0].ccd
     with contextlib.ExitStack() as files:
         opened = [files.enter_context(fits.open(i.path, memmap=True)) for i in inputs]
-        hdus = [_ccd_hdu(f, ccd, i.path) for f, i in zip(opened, inputs, strict=True)]
-        shapes = {(h.header["NAXIS2"], h.header["NAXIS1"]) for h in hdus}
-        sums = {str(h.header.get("CCDSUM", "1 1")) for h in hdus}
-        units = {str(h.header.get("BUNIT", "adu")) for h in hdus}
+        hdus: list[FloatImage | fits.ImageHDU] = []
+        shapes, sums, units = set(), set(), set()
+        for handle, item in zip(opened, inputs, strict=True):
+            hdu = _ccd_hdu(handle, ccd, item.path)
+            sums.add(str(hdu.header.get("CCDSUM", "1 1")))
+            if handle[0].header.get("PRODUCT") == Product.RAW.value:
+                if raw_chain is None:
+                    raise ValueError(f"{item.path.name}: a raw frame, and no chain to process it")
+                image, unit = _from_raw(hdu, item, kind, raw_chain)
+                hdus.append(image)
+                shapes.add(image.shape)
+                units.add(unit)
+            else:
+                hdus.append(hdu)
+                shapes.add((hdu.header["NAXIS2"], hdu.header["NAXIS1"]))
+                units.add(str(hdu.header.get("BUNIT", "adu")))
         if len(shapes) > 1 or len(sums) > 1 or len(units) > 1:
             raise ValueError(
                 f"master {kind} of {ccd}: inputs differ in shape, binning or unit "
                 f"({sorted(shapes)}, {sorted(sums)}, {sorted(units)})"
             )
-        had_bias = all("ZEROCOR" in h.header for h in hdus)
-        had_dark = all("DARKCOR" in h.header for h in hdus)
+        had_bias = all(not isinstance(h, np.ndarray) and "ZEROCOR" in h.header for h in hdus)
+        had_dark = all(not isinstance(h, np.ndarray) and "DARKCOR" in h.header for h in hdus)
         bias_px = _master_pixels(bias, ccd) if kind != "bias" and not had_bias else None
         dark_px = _master_pixels(dark, ccd) if kind == "flat" and not had_dark else None
         corrections: dict[str, str] = {}
@@ -263,8 +332,9 @@ async def build_master(
 ) -> BuiltMaster:
     """Combine every CCD on the Dask workers, then write the master file here."""
     start = time.perf_counter()
+    chain = RawChain.of(instrument)
     futures = [
-        client.submit(combine_ccd, items, kind, method, bias, dark, pure=False)
+        client.submit(combine_ccd, items, kind, method, bias, dark, chain, pure=False)
         for items in inputs.values()
     ]
     try:
@@ -290,13 +360,16 @@ class MasterGroup:
 
 
 def master_groups(
-    specs: Sequence[ExposureSpec], results: Sequence[ExposureResult], ccds: Sequence[str]
+    specs: Sequence[ExposureSpec],
+    results: Sequence[ExposureResult],
+    ccds: Sequence[str],
+    product: Product = Product.PROCESSED,
 ) -> list[MasterGroup]:
     """Group a calibration set's exposures into masters: bias, dark, then flats by filter.
 
-    ``results`` are in the order ``specs`` expand to (``count`` exposures each). Arcs
-    make no master. A CCD missing from an exposure (a controller that failed) is left
-    out of that exposure's inputs only.
+    ``results`` are in the order ``specs`` expand to (``count`` exposures each); only
+    their files of ``product`` are inputs. Arcs make no master. A CCD missing from an
+    exposure (a controller that failed) is left out of that exposure's inputs only.
     """
     kinds = {ImageType.BIAS: "bias", ImageType.DARK: "dark", ImageType.FLAT: "flat"}
     expected = [spec for spec in specs for _ in range(spec.count)]
@@ -309,7 +382,7 @@ def master_groups(
             continue
         filter_name = (spec.filter or "none") if kind == "flat" else "none"
         group = groups.setdefault((kind, filter_name), {ccd: [] for ccd in ccds})
-        for record in result.files:
+        for record in (r for r in result.files if r.product is product):
             for ccd in ccds if record.ccd == "all" else [record.ccd]:
                 group[ccd].append(
                     MasterInput(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -45,12 +46,26 @@ def _data(path: Path) -> tuple[np.ndarray, fits.Header]:
 async def test_a_sequence_writes_physically_right_frames(
     sim_instrument: InstrumentConfig, archon_sim: ArchonSimulator
 ) -> None:
-    result = await run_sequence(SEQUENCE, sim_instrument)
+    data = sim_instrument.model_dump()
+    data["storage"]["processed"] = True
+    instrument = InstrumentConfig.model_validate(data)
+    clock_offset = time.time() - time.monotonic()  # UTC seconds = monotonic + offset
+    result = await run_sequence(SEQUENCE, instrument)
     assert [e.expnum for e in result.exposures] == [1, 2, 3, 4]
     assert result.flow_run_id
-    paths = {(e.image_type.value, e.exptime): [f.path for f in e.files] for e in result.exposures}
+    paths = {
+        (e.image_type.value, e.exptime): [f.path for f in e.files if f.product.value == "processed"]
+        for e in result.exposures
+    }
     for exposure in result.exposures:
-        assert [f.ccd for f in exposure.files] == ["r1", "b1"]
+        assert [(f.ccd, f.product.value) for f in exposure.files] == [
+            ("r1", "raw"),
+            ("b1", "raw"),
+            ("r1", "processed"),
+            ("b1", "processed"),
+        ]
+        assert exposure.time_source == "controller timer"
+        assert exposure.exptime_flagged is False
         # Per-CCD files: processed and written on the (default, threaded) Dask cluster.
         assert list(exposure.timings) == [
             "flush",
@@ -90,8 +105,24 @@ async def test_a_sequence_writes_physically_right_frames(
     assert len(archon_sim.shutter_log) == 1
     assert not archon_sim.shutter_open
 
+    # DATE-OBS and DATE-END are the shutter's opening and closing, within the stated
+    # uncertainty (plus 2 ms: the simulator's clock is read a few microseconds from
+    # its blade, and the host's UTC-monotonic offset above is one sample).
+    (opened, closed) = archon_sim.shutter_log[0]
+    flat_result = next(e for e in result.exposures if e.image_type.value == "flat")
+    assert flat_result.time_uncertainty_s is not None
+    allowed = flat_result.time_uncertainty_s + 0.002
+    assert abs(flat_result.date_obs.timestamp() - (opened + clock_offset)) < allowed
+    assert flat_result.date_end is not None
+    assert abs(flat_result.date_end.timestamp() - (closed + clock_offset)) < allowed
+    assert flat_result.exptime_measured == pytest.approx(closed - opened, abs=0.001)
+
     header = fits.getheader(paths[("flat", 0.5)][1])
-    for key in ("DATE-OBS", "MJD-OBS", "TIMESYS", "EXPNUM", "CCDNAME", "GAIN", "BIASSEC", "RUNID"):
+    for key in (
+        *("DATE-OBS", "DATE-END", "DATE-AVG", "MJD-OBS", "MJD-END", "MJD-AVG", "TIMESYS"),
+        *("TIMESRC", "TIMSYER", "EXPMEAS", "EXPFLAG", "EXPNUM", "CCDNAME", "GAIN", "BIASSEC"),
+        *("RUNID", "RAWFILE", "RAWSHA"),
+    ):
         assert key in header, key
     assert header["CCDNAME"] == "b1"
     assert header["RUNID"] == result.flow_run_id

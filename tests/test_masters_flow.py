@@ -3,6 +3,8 @@ dark and flat on Dask; an instrument configured with them calibrates its exposur
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from astropy.io import fits
@@ -12,6 +14,8 @@ from flows.exposure import calibrations, take_exposure
 from schemas.errors import ConfigError
 from schemas.exposure import CalibrationSpec, ExposureSpec
 from schemas.instrument import InstrumentConfig
+from schemas.products import Product
+from schemas.results import ExposureResult
 from tasks.manifest import verify_manifest
 
 from .fitscheck import assert_fitsverify_clean
@@ -32,9 +36,24 @@ def _block_scatter(image: np.ndarray) -> float:
     return float(blocks.std() / blocks.mean())
 
 
+def _with(instrument: InstrumentConfig, **storage: object) -> InstrumentConfig:
+    data = instrument.model_dump()
+    data["storage"].update(storage)
+    return InstrumentConfig.model_validate(data)
+
+
+def _file_of(result: ExposureResult, product: Product) -> Path:
+    return next(record.path for record in result.files if record.product is product)
+
+
+@pytest.mark.parametrize("source", [Product.RAW, Product.PROCESSED])
 async def test_calibration_set_builds_masters_that_calibrate_science(
-    sim_instrument: InstrumentConfig,
+    sim_instrument: InstrumentConfig, source: Product
 ) -> None:
+    # Raw only: masters are built from the raw frames, each put through the chain;
+    # with processed images written, from those.
+    sim_instrument = _with(sim_instrument, processed=source is Product.PROCESSED)
+    assert sim_instrument.masters_source() is source
     spec = CalibrationSpec(
         name="evening",
         biases=3,
@@ -57,7 +76,7 @@ async def test_calibration_set_builds_masters_that_calibrate_science(
     with fits.open(dark) as hdus:
         assert hdus[0].header["IMAGETYP"] == "master_dark"
         assert hdus[0].header["NCOMBINE"] == 3
-        assert hdus[0].header["IMCMB001"] == result.exposures[3].files[0].path.name
+        assert hdus[0].header["IMCMB001"] == _file_of(result.exposures[3], source).name
         assert hdus["r1"].header["ZEROCOR"] == bias.name
         assert hdus["r1"].header["BUNIT"] == "adu/s"
         per_second = float(np.median(hdus["r1"].data[:, :512]))
@@ -68,15 +87,16 @@ async def test_calibration_set_builds_masters_that_calibrate_science(
         assert hdus["b1"].header["DARKCOR"] == dark.name
 
     # The same instrument with the masters configured: objects come out flat-fielded.
-    data = sim_instrument.model_dump()
+    processed = _with(sim_instrument, processed=True)
+    data = processed.model_dump()
     data["processing"] = {"masters": {"bias": bias, "dark": dark, "flats": {"none": flat}}}
     calibrated = InstrumentConfig.model_validate(data)
     science = ExposureSpec(image_type="object", exptime=0.2, object_name="flat-lamp")
-    raw_result = (await take_exposure(science, sim_instrument))[0]
+    raw_result = (await take_exposure(science, processed))[0]
     cal_result = (await take_exposure(science, calibrated))[0]
-    raw = _science(raw_result.files[0].path)
-    cal = _science(cal_result.files[0].path)
-    header = fits.getheader(cal_result.files[0].path)
+    raw = _science(_file_of(raw_result, Product.PROCESSED))
+    cal = _science(_file_of(cal_result, Product.PROCESSED))
+    header = fits.getheader(_file_of(cal_result, Product.PROCESSED))
     assert (header["ZEROCOR"], header["DARKCOR"], header["FLATCOR"]) == (
         bias.name,
         dark.name,
@@ -92,7 +112,7 @@ async def test_a_master_of_another_geometry_is_refused_before_exposing(
 ) -> None:
     result = await calibrations(CalibrationSpec(name="bias-only", biases=1), sim_instrument)
     (bias,) = result.masters
-    data = sim_instrument.model_dump()
+    data = _with(sim_instrument, processed=True).model_dump()
     data["processing"] = {"masters": {"bias": bias.file.path}, "trim": True}
     trimmed = InstrumentConfig.model_validate(data)
     with pytest.raises(ConfigError, match=r"is \(1024, 544\) binned 1 1 for r1"):
