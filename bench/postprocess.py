@@ -57,14 +57,14 @@ LINES, PIXELS, OVERSCAN = 2048, 2048, 32
 CASES = ("serial", "dask threads", "dask processes")
 
 
-def acf_text(taps: int) -> str:
+def acf_text(taps: int, lines: int = LINES, pixels: int = PIXELS, overscan: int = OVERSCAN) -> str:
     """The bench controller's ACF: our geometry plus the sim ACF's timing parameters."""
     parameters = [
         line
         for line in SIM_ACF.read_text(encoding="utf-8").splitlines()
         if re.match(r"PARAMETERS?\d*=", line)
     ]
-    values = {"Lines": LINES, "Pixels": PIXELS, "OverscanPixels": OVERSCAN}
+    values = {"Lines": lines, "Pixels": pixels, "OverscanPixels": overscan}
     for name, value in values.items():
         parameters = [re.sub(rf'"{name}=\d+"', f'"{name}={value}"', p) for p in parameters]
     tapl = [f'TAPLINE{j}="AD{j + 1}L, 1, 1000"' for j in range(taps)]
@@ -73,8 +73,8 @@ def acf_text(taps: int) -> str:
             "[CONFIG]",
             "FRAMEMODE=2",
             "SAMPLEMODE=0",
-            f"LINECOUNT={LINES}",
-            f"PIXELCOUNT={PIXELS + OVERSCAN}",
+            f"LINECOUNT={lines}",
+            f"PIXELCOUNT={pixels + overscan}",
             f"TAPLINES={taps}",
             *tapl,
             *parameters,

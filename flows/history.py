@@ -31,7 +31,7 @@ from prefect.client.schemas.sorting import ArtifactSort, FlowRunSort
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from schemas.exposure import CalibrationSpec, ExposureSpec, NightPlan, SequenceSpec
-from tasks.artifacts import FILE_COUNT_COLUMN, TABLE_KIND
+from tasks.artifacts import FILE_COUNT_COLUMN, PROCESSED_COUNT_COLUMN, TABLE_KIND
 
 MAX_RUNS = 200
 """Prefect's default server page size (PREFECT_SERVER_API_DEFAULT_LIMIT); it refuses more."""
@@ -82,6 +82,9 @@ class RunSummary(BaseModel):
     parameters: ParameterSummary
     exposures: int | None = Field(description="rows of its exposure tables; None: no table")
     files: int | None = Field(description="files listed in its exposure tables")
+    processed_files: int | None = Field(
+        default=None, description="of those, processed images (the rest are raw frames)"
+    )
 
 
 def _planned(specs: Iterable[ExposureSpec]) -> dict[str, int]:
@@ -140,8 +143,9 @@ def summarize_parameters(parameters: Mapping[str, Any]) -> ParameterSummary:
     )
 
 
-def table_counts(data: object) -> tuple[int, int] | None:
-    """(exposures, files) of one exposure-table artifact's data, None if it is not one.
+def table_counts(data: object) -> tuple[int, int, int] | None:
+    """(exposures, files, processed files) of one exposure-table artifact's data, None
+    if it is not one (tables from before there were products count no processed file).
 
     Prefect stores a table as its JSON text: a list of row objects.
     """
@@ -155,7 +159,12 @@ def table_counts(data: object) -> tuple[int, int] | None:
     files = [row.get(FILE_COUNT_COLUMN) for row in data]
     if not all(isinstance(n, int) for n in files):
         return None
-    return len(data), sum(n for n in files if isinstance(n, int))
+    processed = [row.get(PROCESSED_COUNT_COLUMN, 0) for row in data]
+    return (
+        len(data),
+        sum(n for n in files if isinstance(n, int)),
+        sum(n for n in processed if isinstance(n, int)),
+    )
 
 
 async def _read_artifacts(
@@ -183,14 +192,15 @@ async def _read_artifacts(
 
 async def _exposure_counts(
     client: PrefectClient, run_ids: list[UUID]
-) -> dict[UUID, tuple[int, int]]:
-    """(exposures, files) per run, summed over its tables (a night has one per step)."""
+) -> dict[UUID, tuple[int, int, int]]:
+    """(exposures, files, processed files) per run, summed over its tables (a night has
+    one per step)."""
     artifact_filter = ArtifactFilter(
         flow_run_id=ArtifactFilterFlowRunId(any_=run_ids),
         type=ArtifactFilterType(any_=["table"]),
         key=ArtifactFilterKey(like_=f"{TABLE_KIND}-%"),
     )
-    counts: dict[UUID, tuple[int, int]] = {}
+    counts: dict[UUID, tuple[int, int, int]] = {}
     offset = 0
     while True:
         page = await _read_artifacts(client, artifact_filter, offset)
@@ -198,14 +208,18 @@ async def _exposure_counts(
             found = table_counts(artifact.data)
             if artifact.flow_run_id is None or found is None:
                 continue
-            exposures, files = counts.get(artifact.flow_run_id, (0, 0))
-            counts[artifact.flow_run_id] = (exposures + found[0], files + found[1])
+            before = counts.get(artifact.flow_run_id, (0, 0, 0))
+            counts[artifact.flow_run_id] = (
+                before[0] + found[0],
+                before[1] + found[1],
+                before[2] + found[2],
+            )
         if len(page) < _PAGE:
             return counts
         offset += _PAGE
 
 
-def _summary(run: FlowRun, flow: str, counts: tuple[int, int] | None) -> RunSummary:
+def _summary(run: FlowRun, flow: str, counts: tuple[int, int, int] | None) -> RunSummary:
     start, end = run.start_time, run.end_time
     return RunSummary(
         id=run.id,
@@ -219,6 +233,7 @@ def _summary(run: FlowRun, flow: str, counts: tuple[int, int] | None) -> RunSumm
         parameters=summarize_parameters(run.parameters),
         exposures=counts[0] if counts else None,
         files=counts[1] if counts else None,
+        processed_files=counts[2] if counts else None,
     )
 
 

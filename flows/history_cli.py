@@ -53,6 +53,14 @@ def _count(value: int | None) -> str:
     return "" if value is None else str(value)
 
 
+def _files(run: RunSummary) -> str:
+    """``8`` raw files, or ``8+8`` raw + processed when processed images were written."""
+    if run.files is None:
+        return ""
+    processed = run.processed_files or 0
+    return f"{run.files - processed}+{processed}" if processed else str(run.files)
+
+
 def runs_table(runs: list[RunSummary]) -> Table:
     """Plain text cells (no rich markup), so names with brackets print as they are."""
     from rich import box
@@ -61,6 +69,7 @@ def runs_table(runs: list[RunSummary]) -> Table:
 
     table = Table(
         title="recent flow runs (newest first)",
+        caption="files: raw frames, or raw+processed",
         box=box.SIMPLE_HEAD,
         pad_edge=False,
         collapse_padding=True,
@@ -85,7 +94,7 @@ def runs_table(runs: list[RunSummary]) -> Table:
             Text(_what(run)),
             Text(run.parameters.instrument or ""),
             Text(_count(run.exposures)),
-            Text(_count(run.files)),
+            Text(_files(run)),
         )
     return table
 

@@ -6,6 +6,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from schemas.products import Product
 from schemas.results import SequenceResult
 
 STAGE_COLUMNS = {
@@ -63,8 +64,13 @@ def print_sequence_summary(result: SequenceResult, console: Console | None = Non
         console.print("  * post-processing and writing ran together on Dask workers")
     if result.exposures:
         first = result.exposures[0]
-        ccds = ", ".join(record.ccd for record in first.files)
-        console.print(f"  one file per CCD ({ccds}), e.g. {first.files[0].path.name}")
+        for product in dict.fromkeys(record.product for record in first.files):
+            mine = [record for record in first.files if record.product is product]
+            what = "raw frame as read" if product is Product.RAW else "processed image"
+            ccds = ", ".join(record.ccd for record in mine)
+            console.print(f"  {what} per CCD ({ccds}), e.g. {mine[0].path.name}")
+        source = first.time_source or "host clock"
+        console.print(f"  DATE-OBS/DATE-END measured by the {source}")
     for master in result.masters:
         numbers = f"{min(master.inputs)}-{max(master.inputs)}"
         label = master.kind if master.kind != "flat" else f"flat ({master.filter})"

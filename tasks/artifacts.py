@@ -38,6 +38,7 @@ from prefect.exceptions import MissingContextError, PrefectException
 from prefect.logging import get_run_logger
 from prefect.utilities.context import get_flow_run_id
 
+from schemas.products import Product
 from schemas.results import SequenceResult
 
 T = TypeVar("T")
@@ -49,6 +50,8 @@ PROGRESS_KIND = "progress"
 TABLE_KIND = "exposures"
 SUMMARY_KIND = "summary"
 FILE_COUNT_COLUMN = "n_files"
+PROCESSED_COUNT_COLUMN = "n_processed"
+"""Of the n_files, how many are processed images (the rest are raw frames)."""
 """Table column with the number of files of an exposure (read back by the history)."""
 
 MAX_KEY_LENGTH = 64
@@ -178,8 +181,15 @@ def exposure_rows(result: SequenceResult) -> list[dict[str, Cell]]:
             "type": exposure.image_type.value,
             "exptime": exposure.exptime,
             "date_obs": exposure.date_obs.isoformat(),
+            "date_end": exposure.date_end.isoformat() if exposure.date_end else None,
+            "exptime_measured": exposure.exptime_measured,
+            "time_source": exposure.time_source,
+            "exptime_flagged": exposure.exptime_flagged,
             "files": ", ".join(record.path.name for record in exposure.files),
             FILE_COUNT_COLUMN: len(exposure.files),
+            PROCESSED_COUNT_COLUMN: sum(
+                record.product is Product.PROCESSED for record in exposure.files
+            ),
             "sha256": ", ".join(record.sha256[:SHA256_SHORT] for record in exposure.files),
         }
         for stage in stages:
@@ -205,12 +215,21 @@ def summary_markdown(result: SequenceResult) -> str:
     exposures = result.exposures
     n_files = sum(len(e.files) for e in exposures)
     megabytes = sum(r.nbytes for e in exposures for r in e.files) / 1e6
+    products = Counter(r.product.value for e in exposures for r in e.files)
+    kinds_written = ", ".join(f"{count} {name}" for name, count in sorted(products.items()))
     lines = [
         f"### {_md(result.name)}",
         "",
-        f"{len(exposures)} exposures, {n_files} files ({megabytes:.1f} MB) "
+        f"{len(exposures)} exposures, {n_files} files ({kinds_written}; {megabytes:.1f} MB) "
         f"in {result.elapsed_s:.1f} s",
     ]
+    flagged = [e.expnum for e in exposures if e.exptime_flagged]
+    if flagged:
+        lines += [
+            "",
+            f"**Integration differs from the requested time** in exposures "
+            f"{', '.join(map(str, flagged))} (EXPFLAG)",
+        ]
     if result.flow_run_id:
         lines.append(f"(flow run `{result.flow_run_id}`)")
     kinds = Counter(e.image_type.value for e in exposures)

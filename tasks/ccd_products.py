@@ -16,6 +16,7 @@ from schemas.processing import ProcessingConfig
 from tasks.instrument import ControllerPlan
 from tasks.post_process import CcdImage, ProcessingInputs, RawPixels, ReadoutNumbers, process_ccd
 from tasks.raw_frames import RawCcd, map_amplifiers, raw_ccd, region_in_slice
+from tasks.sections import Box
 from tasks.write import CcdProduct
 
 
@@ -39,7 +40,8 @@ def ccd_slice(buffer: RawPixels, source: CcdSource) -> RawPixels:
 def raw_product(pixels: RawPixels, source: CcdSource, spec: ExposureSpec) -> RawCcd:
     """The raw product of ``pixels``, the CCD's slice of the buffer (:func:`ccd_slice`)."""
     plan = source.plan
-    region = region_in_slice(plan.layout[source.index])
+    whole = plan.layout[source.index]
+    region = region_in_slice(whole)
     if pixels.shape != region.shape:
         raise ValueError(
             f"{source.ccd.name}: raw pixels of shape {pixels.shape}, expected {region.shape}"
@@ -53,7 +55,9 @@ def raw_product(pixels: RawPixels, source: CcdSource, spec: ExposureSpec) -> Raw
         window=spec.window,
         placement=plan.placements[source.index],
     )
-    return raw_ccd(pixels, source.ccd.name, amplifiers, source.ccd.saturation_adu)
+    rows, cols = whole.buffer_rows, whole.buffer_cols
+    in_buffer = Box(int(rows.start), int(rows.stop), int(cols.start), int(cols.stop))
+    return raw_ccd(pixels, source.ccd.name, amplifiers, source.ccd.saturation_adu, in_buffer)
 
 
 def processed_product(

@@ -164,7 +164,7 @@ def raw_ccd_cards(
     return [
         *_identity_cards(ccd, controller, buffer, facts),
         ("BUNIT", "adu", "counts as digitized, bias level included"),
-        *amplifier_cards(raw.amplifiers),
+        *amplifier_cards(raw),
         *_amplifier_noise_cards(ccd, [amp.name for amp in raw.amplifiers]),
         *_temperature_cards(ccd, controller, facts),
         *_stat_cards(raw.stats, "adu raw"),

@@ -6,6 +6,8 @@ column is the first pixel read, its overscan columns follow its data, overscan l
 follow its data lines), no flip, no correction. The header says where everything is,
 in the raw image's own 1-based FITS coordinates, so any reader can map it:
 
+* ``BUFSEC``: where the image sits in the controller's frame buffer (the CCD's
+  columns of it, in ``x``);
 * ``RAWSECx``: amplifier x's whole block (data and overscan);
 * ``DATASECx``: its science pixels; ``BIASSECx``: its overscan columns;
 * ``DETSECx``: the unbinned detector pixels of DATASECx in the mosaic. A range written
@@ -58,6 +60,8 @@ class RawCcd:
     data: RawPixels
     amplifiers: tuple[AmplifierMap, ...]
     stats: dict[str, float]
+    buffer_section: Box | None = None
+    """Where these pixels sit in the controller's frame buffer (BUFSEC)."""
 
 
 def _span(part: slice, what: str) -> tuple[int, int]:
@@ -180,11 +184,16 @@ def raw_stats(
 
 
 def raw_ccd(
-    data: RawPixels, name: str, amplifiers: tuple[AmplifierMap, ...], saturation: int | None
+    data: RawPixels,
+    name: str,
+    amplifiers: tuple[AmplifierMap, ...],
+    saturation: int | None,
+    buffer_section: Box | None = None,
 ) -> RawCcd:
     """The raw product of one CCD: ``data`` is its slice of the buffer, as read."""
     limit = saturation or int(np.iinfo(data.dtype).max)
-    return RawCcd(name, data, amplifiers, raw_stats(data, amplifiers, limit))
+    stats = raw_stats(data, amplifiers, limit)
+    return RawCcd(name, data, amplifiers, stats, buffer_section)
 
 
 def section(box: Box) -> str:
@@ -196,9 +205,14 @@ def detector_section(amp: AmplifierMap) -> str:
     return f"[{x1}:{x2},{y1}:{y2}]"
 
 
-def amplifier_cards(amplifiers: tuple[AmplifierMap, ...]) -> list[Card]:
-    """RAWSEC, DATASEC, BIASSEC and DETSEC of every amplifier (module docstring)."""
-    cards: list[Card] = [("NAMPS", len(amplifiers), "amplifiers read")]
+def amplifier_cards(raw: RawCcd) -> list[Card]:
+    """BUFSEC, then RAWSEC, DATASEC, BIASSEC and DETSEC of every amplifier (module
+    docstring)."""
+    amplifiers = raw.amplifiers
+    cards: list[Card] = []
+    if raw.buffer_section is not None:
+        cards.append(("BUFSEC", section(raw.buffer_section), "these pixels in the frame buffer"))
+    cards.append(("NAMPS", len(amplifiers), "amplifiers read"))
     for amp in amplifiers:
         n = amp.name
         cards.append((f"RAWSEC{n}", section(amp.block), f"amp {n}: its block, readout order"))

@@ -129,6 +129,26 @@ async def test_a_sequence_writes_physically_right_frames(
     assert_fitsverify_clean(paths[("flat", 0.5)][1])
 
 
+async def test_a_bias_raw_frame_is_the_controller_buffer_pixel_for_pixel(
+    sim_instrument: InstrumentConfig, archon_sim: ArchonSimulator
+) -> None:
+    (result,) = await take_exposure(ExposureSpec(image_type="bias"), sim_instrument)
+    files = {record.ccd: record.path for record in result.files}
+    assert sorted(files) == ["b1", "r1"]
+    headers = {ccd: fits.getheader(path) for ccd, path in files.items()}
+    (number,) = {header["FRAMEBUF"] for header in headers.values()}
+    stored = archon_sim.buffer_data(number)
+    assert stored is not None
+    for ccd, path in files.items():
+        # The documented mapping: BUFSEC says which columns of the buffer the file holds.
+        x1, x2 = (int(v) for v in headers[ccd]["BUFSEC"].strip("[]").split(",")[0].split(":"))
+        with fits.open(path) as hdul:
+            assert hdul[0].header["PRODUCT"] == "raw"
+            data = hdul[0].data
+        assert data.dtype == np.uint16
+        np.testing.assert_array_equal(data, stored[:, x1 - 1 : x2])
+
+
 async def test_take_exposure_numbers_continue_and_never_overwrite(
     sim_instrument: InstrumentConfig,
 ) -> None:

@@ -5,6 +5,7 @@ it (SIGTERM on cancellation from the UI, SIGKILL on a crash). Loopback only."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import signal
 import sys
@@ -12,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from astropy.io import fits
 
 from devices.archon.simulator import ArchonSimulator
 from devices.archon.simulator.core import CoreState
@@ -34,7 +36,12 @@ async def _ccdflow(tmp_path: Path, *args: str) -> asyncio.subprocess.Process:
         "flows.cli",
         *args,
         cwd=REPO,
-        env={**os.environ, "PREFECT_HOME": str(tmp_path / "prefect")},
+        # Both products, so a recovery is seen to write raw frames and processed images.
+        env={
+            **os.environ,
+            "PREFECT_HOME": str(tmp_path / "prefect"),
+            "CCDFLOW_STORAGE__PROCESSED": "true",
+        },
         stdout=out,
         stderr=err,
     )
@@ -89,8 +96,6 @@ async def test_sigterm_mid_integration_closes_the_shutter_within_a_second(
 
 
 def _fits_by_expnum(data: Path) -> dict[int, list[Path]]:
-    from astropy.io import fits
-
     found: dict[int, list[Path]] = {}
     for path in sorted(data.rglob("*.fits")):
         found.setdefault(int(fits.getheader(path)["EXPNUM"]), []).append(path)
@@ -108,8 +113,12 @@ def _oldest_age(folder: Path) -> float:
     return max(ages)
 
 
+FILES_PER_EXPOSURE = 4
+"""Two CCDs, each a raw frame and a processed image."""
+
+
 def _complete(data: Path) -> int:
-    return sum(len(paths) == 2 for paths in _fits_by_expnum(data).values())
+    return sum(len(paths) == FILES_PER_EXPOSURE for paths in _fits_by_expnum(data).values())
 
 
 async def test_kill_9_mid_sequence_then_resume_takes_every_exposure_once(
@@ -141,7 +150,8 @@ async def test_kill_9_mid_sequence_then_resume_takes_every_exposure_once(
     archon_sim.bandwidth_limit_bps = None
     killed_with = _fits_by_expnum(data)
     (interrupted,) = [int(p.stem.rsplit("-", 1)[1]) for p in savepoints.glob("*.json")]
-    assert len(killed_with.get(interrupted, [])) < 2  # its files were not all written
+    # its files were not all written
+    assert len(killed_with.get(interrupted, [])) < FILES_PER_EXPOSURE
     second = await _ccdflow(tmp_path, *args)
     code = await asyncio.wait_for(second.wait(), STARTUP_S + 60)
     output = _output(tmp_path)
@@ -152,7 +162,7 @@ async def test_kill_9_mid_sequence_then_resume_takes_every_exposure_once(
     # reclaims no leases); the resumed run released it instead of waiting forever.
     assert "held by a run that no longer exists; released it" in output, output
     exposures = _fits_by_expnum(data)
-    complete = {n: paths for n, paths in exposures.items() if len(paths) == 2}
+    complete = {n: paths for n, paths in exposures.items() if len(paths) == FILES_PER_EXPOSURE}
     print(
         f"planned {planned}; written when killed {len(killed_with)}; exposure {interrupted} "
         f"recovered; after resume {len(complete)} complete: {sorted(complete)}"
@@ -163,3 +173,12 @@ async def test_kill_9_mid_sequence_then_resume_takes_every_exposure_once(
     # Nothing rewritten: files on disk before the kill are the same files now.
     assert all(set(killed_with[n]) <= set(complete[n]) for n in killed_with)
     assert list(savepoints.glob("*.json")) == []
+    # The recovered exposure has both products, the processed ones naming their raw
+    # frames by sha256, and its times from the save-point.
+    headers = {path.name: fits.getheader(path) for path in complete[interrupted]}
+    raw = {h["CCDNAME"]: name for name, h in headers.items() if h["PRODUCT"] == "raw"}
+    for name, header in headers.items():
+        assert header["TIMESRC"] == "controller timer"
+        if header["PRODUCT"] == "processed":
+            raw_path = data / complete[interrupted][0].parent.name / raw[header["CCDNAME"]]
+            assert header["RAWSHA"] == hashlib.sha256(raw_path.read_bytes()).hexdigest(), name

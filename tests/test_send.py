@@ -26,6 +26,7 @@ from typer.testing import CliRunner
 
 from flows.outbox_cli import outbox_app
 from schemas.instrument import InstrumentConfig, ReceiverConfig, load_instrument
+from schemas.products import Product
 from tasks.outbox import CorruptEntryError, EntryLockedError, EntryState, Outbox, new_entry_id
 from tasks.send import (
     AttemptResult,
@@ -224,6 +225,35 @@ def test_enqueue_writes_one_file_per_notification(tmp_path: Path, receiver: Rece
     assert stored["payload"] == METADATA
     assert stored["file"] == str(files[0])
     assert list((tmp_path / "outbox" / "tmp").iterdir()) == []
+
+
+def test_each_receiver_gets_the_products_it_asked_for(tmp_path: Path, receiver: Receiver) -> None:
+    raw = fits_file(tmp_path / "night", "r1.fits", 10)
+    processed = fits_file(tmp_path / "night", "r1-proc.fits", 10)
+    records = [
+        {"path": str(raw), "product": "raw"},
+        {"path": str(processed), "product": "processed"},
+    ]
+    metadata = {"instrument": "ccdsim", "exposure": {"expnum": 3, "files": records}}
+    receivers = [
+        receiver_config(receiver, name="archive", send_file=True, products=["raw"]),
+        receiver_config(receiver, name="quicklook", send_file=True, products=["processed"]),
+        receiver_config(receiver, name="both"),
+    ]
+    entries = enqueue_exposure(
+        tmp_path / "outbox",
+        receivers,
+        metadata,
+        [raw, processed],
+        products=[Product.RAW, Product.PROCESSED],
+    )
+    assert [(e.receiver, e.file) for e in entries] == [
+        ("archive", raw),
+        ("quicklook", processed),
+        ("both", None),
+    ]
+    told = [[f["product"] for f in e.payload["exposure"]["files"]] for e in entries]
+    assert told == [["raw"], ["processed"], ["raw", "processed"]]
 
 
 def test_enqueue_refuses_bad_input(tmp_path: Path, receiver: Receiver) -> None:
