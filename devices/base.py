@@ -6,6 +6,8 @@ different controller or a test double with real behaviour can stand in for hardw
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -26,6 +28,36 @@ class DeviceConnectionError(DeviceError, ConnectionError):
 
 class DeviceStateError(DeviceError):
     """The device is in a state that forbids the requested operation (power, busy)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ExposureTimes:
+    """When an integration began and ended, as well as the device can tell.
+
+    Headers need the times the light fell on the CCD, not the times the host asked
+    for it: ``source`` says whose clock measured them ("controller timer": edges the
+    controller latched itself; "host clock": the host's view of the start command),
+    ``uncertainty_s`` how far either may be off, and ``fallback_reason`` why the
+    better source was asked for but not used.
+    """
+
+    start: datetime
+    """UTC, timezone-aware: shutter opened / integration began."""
+    end: datetime
+    """UTC, timezone-aware: shutter closed / integration ended."""
+    source: str
+    """Whose clock measured them, e.g. "controller timer" or "host clock"."""
+    uncertainty_s: float | None
+    """A +- bound on both start and end, in seconds; None if unknown."""
+    requested_s: float
+    """The integration time asked for."""
+    fallback_reason: str | None = None
+    """Why the controller timer was wanted but the host clock was used; else None."""
+
+    @property
+    def measured_s(self) -> float:
+        """The integration as measured: end - start, in seconds."""
+        return (self.end - self.start).total_seconds()
 
 
 @runtime_checkable

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 
 from schemas.exposure import ExposureSpec
 from schemas.instrument import InstrumentConfig, load_instrument
+from schemas.products import Product
 from schemas.results import ExposureResult, FileRecord
 from tasks.fits_files import ImagePart, write_fits
 from tasks.journal import SequenceJournal, plan_digest
@@ -69,9 +71,9 @@ def test_resume_returns_done_exposures_and_ignores_a_torn_line(
 ) -> None:
     journal = SequenceJournal.for_plan(instrument, "seq", SPECS)
     assert journal.resume("20261121") == {}
-    journal.started(0, 7, [("r1", tmp_path / "a.fits")])
+    journal.started(0, 7, [("r1", tmp_path / "a.fits", Product.RAW)])
     journal.done(0, _result(7, tmp_path / "a.fits"))
-    journal.started(1, 8, [("r1", tmp_path / "b.fits")])  # never written
+    journal.started(1, 8, [("r1", tmp_path / "b.fits", Product.RAW)])  # never written
     with journal.path.open("a") as handle:
         handle.write('{"event": "done", "index": 2, "resu')  # a crash mid-append
     again = SequenceJournal.for_plan(instrument, "seq", SPECS).resume("20261121")
@@ -85,16 +87,36 @@ def test_a_started_exposure_whose_files_are_intact_counts_as_done(
     journal = SequenceJournal.for_plan(instrument, "seq", SPECS)
     journal.resume("20261121")
     path = _fits(tmp_path / "night" / "c.fits", 9)
-    journal.started(0, 9, [("r1", path)])
+    proc = _fits(tmp_path / "night" / "c-proc.fits", 9)
+    journal.started(0, 9, [("r1", path, Product.RAW), ("r1", proc, Product.PROCESSED)])
     corrupt = _fits(tmp_path / "night" / "d.fits", 10)
     corrupt.write_bytes(corrupt.read_bytes()[:-2880])  # truncated: checksums fail
-    journal.started(1, 10, [("r1", corrupt)])
+    journal.started(1, 10, [("r1", corrupt, Product.RAW)])
     done = SequenceJournal.for_plan(instrument, "seq", SPECS).resume("20261121")
     assert list(done) == [0]
     assert done[0].expnum == 9
-    assert done[0].files[0].path == path
+    assert [(f.path, f.product) for f in done[0].files] == [
+        (path, Product.RAW),
+        (proc, Product.PROCESSED),
+    ]
     # ... and it is now journaled as done, so a third reading agrees without the files.
     assert 0 in SequenceJournal.for_plan(instrument, "seq", SPECS).read().done
+
+
+def test_a_journal_from_before_products_lists_processed_files(
+    instrument: InstrumentConfig, tmp_path: Path
+) -> None:
+    """Journals written before raw frames existed list (CCD, path): processed images."""
+    journal = SequenceJournal.for_plan(instrument, "seq", SPECS)
+    journal.resume("20261121")
+    path = _fits(tmp_path / "night" / "old.fits", 11)
+    with journal.path.open("a") as handle:
+        handle.write(
+            json.dumps({"event": "started", "index": 0, "expnum": 11, "files": [["r1", str(path)]]})
+            + "\n"
+        )
+    (_, files) = journal.read().started[0]
+    assert files == [("r1", path, Product.PROCESSED)]
 
 
 def test_a_closed_journal_or_another_nights_is_not_resumed(

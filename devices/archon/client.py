@@ -188,13 +188,16 @@ class ArchonClient:
             raise ArchonTimeoutError(command, timeout, detail) from exc
         finally:
             self._waiting.pop(command_id, None)
+            if n_blocks is not None:
+                # However the FETCH ended (blocks, ``?xx``, timeout, cancellation), the
+                # parser must not keep expecting blocks for an id that will be reused.
+                self._parser.forget(command_id)
             if future.done() and not future.cancelled():
                 self._free_ids.insert(0, command_id)
             else:
-                # Timed out or cancelled: a late reply may still come. The parser
-                # forgets the FETCH and the id rests until that reply or a reconnect,
-                # so a late answer can never be taken for another command's.
-                self._parser.forget(command_id)
+                # Timed out or cancelled: a late reply may still come. The id rests
+                # until that reply or a reconnect, so a late answer can never be taken
+                # for another command's.
                 self._late_ids.add(command_id)
 
     def _on_data(self, data: bytes) -> None:

@@ -110,7 +110,11 @@ class ReplyParser:
         )
 
     def forget(self, command_id: int) -> None:
-        """Drop an announced FETCH (after a timeout, before reconnecting)."""
+        """Drop an announced FETCH: rejected, timed out or cancelled, it sends no blocks.
+
+        Harmless for an id that is not (or no longer) a FETCH, so callers may forget
+        every FETCH they end without asking how it ended.
+        """
         pending = self._fetches.pop(command_id, None)
         if pending is not None and pending is self._streaming:
             self._streaming = None
@@ -170,6 +174,10 @@ class ReplyParser:
         if lead != _OK:
             if len(raw) != 4:
                 raise ArchonProtocolError("failure reply with a payload", raw)
+            # A rejected FETCH (bad address or length) sends no blocks: forget it, or
+            # the recycled id's next, ordinary reply would be taken for a missing
+            # block stream and fail the whole connection.
+            self.forget(command_id)
             return TextReply(command_id, ok=False, payload="", raw=raw)
         if command_id in self._fetches:
             raise ArchonProtocolError("text reply to a FETCH that expects binary blocks", raw)

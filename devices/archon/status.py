@@ -79,6 +79,11 @@ class BufferInfo:
     height: int
     lines: int
     timestamp: int
+    re_timestamp: int = 0
+    """TIMER ticks latched by the timing script at the integration's rising edge
+    (shutter open), if it latches them; 0 when the controller does not report it."""
+    fe_timestamp: int = 0
+    """TIMER ticks latched at the falling edge (shutter closed); 0 when not reported."""
 
     @property
     def bytes_per_pixel(self) -> int:
@@ -118,7 +123,9 @@ class FrameStatus:
     def parse(cls, payload: str) -> FrameStatus:
         raw = parse_key_values(payload)
 
-        def number(key: str) -> int:
+        def number(key: str, default: int | None = None) -> int:
+            if key not in raw and default is not None:
+                return default
             try:
                 text = raw[key]
                 return int(text, 16) if "TIME" in key else int(text)
@@ -141,6 +148,9 @@ class FrameStatus:
                 height=number(f"BUF{n}HEIGHT"),
                 lines=number(f"BUF{n}LINES"),
                 timestamp=number(f"BUF{n}TIMESTAMP"),
+                # Optional: a timing script that latches no edges leaves them out.
+                re_timestamp=number(f"BUF{n}RETIMESTAMP", 0),
+                fe_timestamp=number(f"BUF{n}FETIMESTAMP", 0),
             )
             for n in range(1, N_BUFFERS + 1)
         )
