@@ -47,6 +47,7 @@ bench: sync
 	$(RUN) python -m bench.stages
 	$(RUN) python -m bench.fetch
 	$(RUN) python -m bench.write --repeats 3 --appends 10
+	$(RUN) python -m bench.products --repeats 5
 	$(RUN) python -m bench.pipeline
 	$(RUN) python -m bench.postprocess --repeats 3
 

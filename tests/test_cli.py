@@ -85,11 +85,16 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     output = completed.stdout + completed.stderr
     assert completed.returncode == 0, output
     files = sorted(data.rglob("*.fits"))
-    assert len(files) == 20, output  # 5 exposures x 2 controllers x 2 CCDs
-    types = sorted(fits.getheader(f)["IMAGETYP"] for f in files)
+    # 5 exposures x 2 controllers x 2 CCDs, each a raw frame and a processed image
+    assert len(files) == 40, output
+    products = [fits.getheader(f)["PRODUCT"] for f in files]
+    assert products.count("raw") == products.count("processed") == 20
+    types = sorted(fits.getheader(f)["IMAGETYP"] for f in files if f.stem.endswith("-proc"))
     assert types == ["bias"] * 8 + ["dark"] * 4 + ["flat"] * 4 + ["object"] * 4
     # One shutter for both controllers: sim2's CCDs saw the flat's light too.
-    flats = [f for f in files if fits.getheader(f)["IMAGETYP"] == "flat"]
+    flats = [
+        f for f in files if f.stem.endswith("-proc") and fits.getheader(f)["IMAGETYP"] == "flat"
+    ]
     assert all(np.median(fits.getdata(f)[:, :512]) > 500 for f in flats)
     for path in files:
         verify_fits_checksums(path)

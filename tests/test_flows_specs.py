@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 from astropy.io import fits
@@ -16,6 +18,8 @@ from flows.exposure import calibrations, run_sequence, take_exposure
 from schemas.errors import ConfigError
 from schemas.exposure import CalibrationSpec, ExposureSpec, SequenceSpec
 from schemas.instrument import InstrumentConfig
+from schemas.products import Product
+from schemas.results import ExposureResult
 from tasks.hdf5_archive import verify_archive
 from tasks.manifest import verify_manifest
 from tasks.verify import verify_fits_checksums
@@ -34,9 +38,18 @@ def _with(instrument: InstrumentConfig, **sections: dict[str, object]) -> Instru
     return InstrumentConfig.model_validate(data)
 
 
+def _processed(result: ExposureResult) -> Path:
+    return next(f.path for f in result.files if f.product is Product.PROCESSED)
+
+
+def _raw(result: ExposureResult) -> Path:
+    return next(f.path for f in result.files if f.product is Product.RAW)
+
+
 async def test_binning_sums_charge_and_windows_cut_the_frame(
     sim_instrument: InstrumentConfig,
 ) -> None:
+    sim_instrument = _with(sim_instrument, storage={"processed": True})
     full, binned, window = (
         await take_exposure(
             ExposureSpec(image_type="flat", exptime=0.3),
@@ -54,29 +67,39 @@ async def test_binning_sums_charge_and_windows_cut_the_frame(
             sim_instrument,
         )
     )
-    with fits.open(full.files[0].path) as f, fits.open(binned.files[0].path) as b:
+    assert fits.getdata(_raw(binned)).shape == (512, 272)
+    assert fits.getheader(_raw(window))["DATASECA"] == "[1:300,1:200]"
+    with fits.open(_processed(full)) as f, fits.open(_processed(binned)) as b:
         assert f[0].data.shape == (1024, 544)
         assert b[0].data.shape == (512, 272)
         assert b[0].header["CCDSUM"] == "2 2"
         assert b[0].header["DATASEC"] == "[1:256,1:512]"
         ratio = np.median(b[0].data[:, :256]) / np.median(f[0].data[:, :512])
         assert 3.5 < ratio < 4.5, "2x2 binning sums the charge of four pixels"
-    with fits.open(window.files[0].path) as w:
+    with fits.open(_processed(window)) as w:
         assert w[0].data.shape == (400, 332)
         assert w[0].header["DATASEC"] == "[1:300,1:400]"
         assert "DETSEC" not in w[0].header
-        assert_fitsverify_clean(window.files[0].path)
+        assert_fitsverify_clean(_processed(window))
+    assert_fitsverify_clean(_raw(window))
 
 
 async def test_stacking_combines_frames_and_lowers_the_noise(
     sim_instrument: InstrumentConfig,
 ) -> None:
+    sim_instrument = _with(sim_instrument, storage={"processed": True})
     single, stacked = await take_exposure(
         ExposureSpec(image_type="bias"), sim_instrument
     ) + await take_exposure(
         ExposureSpec(image_type="bias", stacking={"frames": 5, "method": "mean"}), sim_instrument
     )
-    with fits.open(single.files[0].path) as one, fits.open(stacked.files[0].path) as many:
+    # The raw file keeps every frame read, one extension each.
+    with fits.open(_raw(stacked)) as raw:
+        assert [hdu.name for hdu in raw[1:]] == [f"r1.{n}" for n in range(1, 6)]
+        assert [hdu.header["FRAMENUM"] for hdu in raw[1:]] == [1, 2, 3, 4, 5]
+        assert all(hdu.data.dtype == np.uint16 for hdu in raw[1:])
+    assert_fitsverify_clean(_raw(stacked))
+    with fits.open(_processed(single)) as one, fits.open(_processed(stacked)) as many:
         assert many[0].header["NCOMBINE"] == 5
         assert many[0].header["COMBMETH"] == "mean"
         noise_ratio = many[0].data[:, :512].std() / one[0].data[:, :512].std()
@@ -135,6 +158,10 @@ async def test_multi_extension_files_and_the_hdf5_archive(
     [archive] = archives
     assert archive is not None
     assert verify_archive(archive) == 4
+    with h5py.File(archive, "r") as h5:  # raw cubes: the counts as read
+        assert h5["ccds/r1"].dtype == np.uint16
+        assert h5.attrs["product"] == "raw"
+        assert list(h5["frames"]["time_source"]) == [b"controller timer"] * 4
     for exposure in result.exposures:
         [record] = exposure.files
         verify_fits_checksums(record.path)

@@ -14,6 +14,7 @@ from devices.archon.simulator import MultiSimulator
 from flows.exposure import take_exposure
 from schemas.exposure import ExposureSpec
 from schemas.instrument import InstrumentConfig, load_instrument
+from schemas.products import Product
 from tasks.verify import verify_fits_checksums
 
 from .conftest import REPO, SIM_ACF
@@ -47,12 +48,17 @@ async def test_all_controllers_expose_together_behind_one_shutter(
     [result] = await take_exposure(
         ExposureSpec(image_type="flat", exptime=0.4), _dual(sims, tmp_path)
     )
-    assert [f.ccd for f in result.files] == ["r1", "b1", "r2", "b2"]
+    # The dual instrument writes raw frames and processed images.
+    assert [(f.ccd, f.product.value) for f in result.files] == [
+        *((ccd, "raw") for ccd in ("r1", "b1", "r2", "b2")),
+        *((ccd, "processed") for ccd in ("r1", "b1", "r2", "b2")),
+    ]
     assert result.missing == {}
     # One opening of the one shutter (sim1 drives it), and every CCD saw its light.
     assert len(sims[0].shutter_log) == 1
     assert sims[1].shutter_log == sims[0].shutter_log
-    medians = [float(np.median(fits.getdata(f.path)[:, :512])) for f in result.files]
+    processed = [f for f in result.files if f.product is Product.PROCESSED]
+    medians = [float(np.median(fits.getdata(f.path)[:, :512])) for f in processed]
     assert min(medians) > 0.8 * 4000 * 0.4 / 1.5
     assert max(medians) / min(medians) < 1.1
     for record in result.files:
@@ -66,7 +72,7 @@ async def test_write_partial_keeps_the_others_and_names_the_missing_controller(
     sims[1].inject_command_failure("FETCH")
     instrument = _dual(sims, tmp_path, on_controller_failure="write_partial")
     [result] = await take_exposure(ExposureSpec(image_type="bias"), instrument)
-    assert [f.ccd for f in result.files] == ["r1", "b1"]
+    assert [f.ccd for f in result.files] == ["r1", "b1", "r1", "b1"]  # raw, processed
     assert list(result.missing) == ["sim2"]
     assert result.missing["sim2"].startswith("fetch: ArchonCommandError")
     header = fits.getheader(result.files[0].path)
