@@ -50,7 +50,6 @@ from tasks.raw_frames import RawCcd
 from tasks.readout import readout
 from tasks.savepoint import (
     FrameIdentity,
-    SavedTimes,
     SavePoint,
     snapshot_values,
     write_savepoint,
@@ -380,7 +379,7 @@ async def _save_point(
         spec=spec,
         when=when,
         date_obs=date_obs,
-        times=SavedTimes.of(times) if times is not None else None,
+        times=times,
         darktime=darktime,
         flow_run_id=str(run_id) if run_id else None,
         frames=frames,

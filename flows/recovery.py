@@ -79,7 +79,7 @@ async def _recover_one(
         start=Snapshot(values=dict(point.status_start)),
         end=Snapshot(missing={name: NOT_SAVED for name in point.frames}),
         failed=dict(point.failed),
-        times=point.times.restore() if point.times is not None else None,
+        times=point.times,
     )
     acquired = Acquired(point.spec, plan, point.expnum, point.when, StageClock(), [frame])
     return await finish(acquired, sessions, instrument, system)

@@ -8,6 +8,7 @@ pixels. Both the Dask workers (tasks/ccd_work.py) and the in-process path
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from schemas.exposure import ExposureSpec
@@ -15,7 +16,13 @@ from schemas.instrument import CcdConfig, InstrumentConfig, StorageConfig
 from schemas.processing import ProcessingConfig
 from tasks.instrument import ControllerPlan
 from tasks.post_process import CcdImage, ProcessingInputs, RawPixels, ReadoutNumbers, process_ccd
-from tasks.raw_frames import RawCcd, map_amplifiers, raw_ccd, region_in_slice
+from tasks.raw_frames import (
+    RawCcd,
+    map_amplifiers,
+    raw_ccd,
+    region_from_header,
+    region_in_slice,
+)
 from tasks.sections import Box
 from tasks.write import CcdProduct
 
@@ -73,6 +80,27 @@ def processed_product(
         overscan=numbers.overscan,
         lines=numbers.lines,
         inputs=ProcessingInputs(source.ccd, spec, processing),
+    )
+
+
+def process_raw(
+    pixels: RawPixels,
+    header: Mapping[str, object],
+    ccd: CcdConfig,
+    spec: ExposureSpec,
+    processing: ProcessingConfig,
+) -> CcdImage:
+    """The chain applied to a raw image read back from its file: the geometry comes
+    from the raw header alone (tasks/raw_frames.py), no ACF or instrument layout."""
+    geometry = region_from_header(header, (int(pixels.shape[0]), int(pixels.shape[1])))
+    return process_ccd(
+        pixels,
+        geometry.region,
+        ccd.name,
+        pixels=geometry.pixels,
+        overscan=geometry.overscan,
+        lines=geometry.lines,
+        inputs=ProcessingInputs(ccd, spec, processing),
     )
 
 

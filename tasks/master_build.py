@@ -47,13 +47,12 @@ from schemas.instrument import CcdConfig, InstrumentConfig
 from schemas.processing import MasterFrames, ProcessingConfig
 from schemas.products import Product
 from schemas.results import ExposureResult
+from tasks.ccd_products import process_raw
 from tasks.fits_cards import Card
 from tasks.fits_files import ImagePart, write_fits
 from tasks.manifest import append_manifest
 from tasks.masters import IMAGETYP
-from tasks.post_process import ProcessingInputs, process_ccd
 from tasks.publish import WrittenFile
-from tasks.raw_frames import region_from_header
 from tasks.write import night_folder
 
 FloatImage = npt.NDArray[np.float32]
@@ -126,19 +125,10 @@ def _from_raw(
     # integers, and the whole frame is needed anyway.
     with fits.open(item.path, memmap=False) as again:
         pixels = np.asarray(_ccd_hdu(again, item.ccd, item.path).data)
-    geometry = region_from_header(hdu.header, (int(pixels.shape[0]), int(pixels.shape[1])))
     spec = ExposureSpec(
         image_type=_KIND_TYPES[kind], exptime=0.0 if kind == "bias" else max(item.exptime, 0.0)
     )
-    image = process_ccd(
-        pixels,
-        geometry.region,
-        item.ccd,
-        pixels=geometry.pixels,
-        overscan=geometry.overscan,
-        lines=geometry.lines,
-        inputs=ProcessingInputs(chain.ccds[item.ccd], spec, chain.processing),
-    )
+    image = process_raw(pixels, hdu.header, chain.ccds[item.ccd], spec, chain.processing)
     return image.data, image.bunit
 
 

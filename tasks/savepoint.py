@@ -36,40 +36,6 @@ class FrameIdentity(BaseModel):
     timestamp: int
 
 
-class SavedTimes(BaseModel):
-    """The measured integration (devices.base.ExposureTimes), kept for the files."""
-
-    model_config = ConfigDict(frozen=True)
-
-    start: datetime
-    end: datetime
-    source: str
-    uncertainty_s: float | None
-    requested_s: float
-    fallback_reason: str | None = None
-
-    @classmethod
-    def of(cls, times: ExposureTimes) -> SavedTimes:
-        return cls(
-            start=times.start,
-            end=times.end,
-            source=times.source,
-            uncertainty_s=times.uncertainty_s,
-            requested_s=times.requested_s,
-            fallback_reason=times.fallback_reason,
-        )
-
-    def restore(self) -> ExposureTimes:
-        return ExposureTimes(
-            start=self.start,
-            end=self.end,
-            source=self.source,
-            uncertainty_s=self.uncertainty_s,
-            requested_s=self.requested_s,
-            fallback_reason=self.fallback_reason,
-        )
-
-
 class SavePoint(BaseModel):
     """One exposure read out and not yet written (module docstring)."""
 
@@ -81,7 +47,8 @@ class SavePoint(BaseModel):
     when: datetime
     """The time the exposure was numbered: it names the night folder and the files."""
     date_obs: datetime
-    times: SavedTimes | None = None
+    times: ExposureTimes | None = None
+    """The integration as measured (DATE-OBS, DATE-END and their source)."""
     darktime: float
     flow_run_id: str | None
     frames: dict[str, FrameIdentity]

@@ -15,12 +15,10 @@ from devices.base import ExposureTimes
 from schemas.errors import ConfigError
 from schemas.exposure import ExposureSpec
 from schemas.instrument import InstrumentConfig, NoRawProductWarning, load_instrument
-from tasks.ccd_products import buffer_products
+from tasks.ccd_products import buffer_products, process_raw
 from tasks.geometry import plan_for_window, window_for
 from tasks.header import ExposureFacts
 from tasks.instrument import ControllerPlan, plan_instrument
-from tasks.post_process import ProcessingInputs, process_ccd
-from tasks.raw_frames import region_from_header
 from tasks.time_cards import summarize, time_cards
 from tasks.verify import verify_fits_checksums
 from tasks.write import write_exposure_files
@@ -155,16 +153,7 @@ def test_the_processed_image_is_the_chain_applied_to_the_raw_file_read_back(
         with fits.open(raw[ccd.name].path) as hdul:
             pixels, header = hdul[0].data, hdul[0].header
         # Only the raw file and its header: no ACF, no instrument geometry.
-        geometry = region_from_header(header, pixels.shape)
-        again = process_ccd(
-            pixels,
-            geometry.region,
-            ccd.name,
-            pixels=geometry.pixels,
-            overscan=geometry.overscan,
-            lines=geometry.lines,
-            inputs=ProcessingInputs(ccd, FLAT, instrument.processing),
-        )
+        again = process_raw(pixels, header, ccd, FLAT, instrument.processing)
         assert written.dtype.kind == "f"
         assert written.dtype.itemsize == 4
         assert written.shape == (1024, 512)  # trimmed
