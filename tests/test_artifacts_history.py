@@ -34,6 +34,7 @@ from flows.history import recent_runs, summarize_parameters, table_counts
 from flows.history_cli import history_command
 from schemas.exposure import CalibrationSpec, ExposureSpec, NightPlan, SequenceSpec
 from schemas.instrument import InstrumentConfig, load_instrument
+from schemas.products import Product
 from schemas.results import ExposureResult, FileRecord, MasterRecord, SequenceResult
 from tasks import artifacts
 from tasks.artifacts import (
@@ -53,15 +54,17 @@ SEQUENCE = SequenceSpec(
 )
 
 
-def _record(folder: Path, name: str, ccd: str) -> FileRecord:
+def _record(folder: Path, name: str, ccd: str, product: Product = Product.RAW) -> FileRecord:
     path = folder / name
     data = f"pixels of {name}".encode()
     path.write_bytes(data)
-    return FileRecord(path=path, ccd=ccd, sha256=hashlib.sha256(data).hexdigest(), nbytes=len(data))
+    digest = hashlib.sha256(data).hexdigest()
+    return FileRecord(path=path, ccd=ccd, sha256=digest, nbytes=len(data), product=product)
 
 
 def _result(folder: Path, name: str = SEQUENCE.name) -> SequenceResult:
-    """Three exposures of two CCDs; the third lost a controller and has no stats."""
+    """Three exposures of two CCDs; the third lost a controller and has no stats, and
+    also wrote processed images."""
     folder.mkdir(parents=True, exist_ok=True)
     exposures = []
     for expnum, kind in ((1, "bias"), (2, "bias"), (3, "flat")):
@@ -72,7 +75,12 @@ def _result(folder: Path, name: str = SEQUENCE.name) -> SequenceResult:
                 image_type=kind,
                 exptime=1.5 if kind == "flat" else 0.0,
                 date_obs=datetime(2025, 3, 1, 2, expnum, tzinfo=UTC),
-                files=[_record(folder, f"ccdsim-{c}-{expnum:08d}.fits", c) for c in ccds],
+                files=[_record(folder, f"ccdsim-{c}-{expnum:08d}.fits", c) for c in ccds]
+                + [
+                    _record(folder, f"ccdsim-{c}-{expnum:08d}-proc.fits", c, Product.PROCESSED)
+                    for c in (ccds if expnum == 3 else [])
+                ],
+                exptime_flagged=expnum == 3,
                 missing={"sim2": "timeout | no reply"} if expnum == 3 else {},
                 timings={"flush": 0.05, "expose": 0.01 * expnum, "fetch": 0.2}
                 if expnum < 3
@@ -125,6 +133,7 @@ def test_exposure_rows_have_the_same_columns_and_short_digests(tmp_path: Path) -
     first = rows[0]
     assert first["files"] == "ccdsim-r1-00000001.fits, ccdsim-b1-00000001.fits"
     assert first["n_files"] == 2
+    assert (first["n_processed"], rows[2]["n_processed"]) == (0, 2)
     digests = [record.sha256[:12] for record in result.exposures[0].files]
     assert first["sha256"] == ", ".join(digests)
     assert first["date_obs"] == "2025-03-01T02:01:00+00:00"
@@ -139,8 +148,8 @@ def test_exposure_rows_have_the_same_columns_and_short_digests(tmp_path: Path) -
 
 def test_summary_counts_stages_and_renders_stats(tmp_path: Path) -> None:
     text = summary_markdown(_result(tmp_path))
-    assert "3 exposures, 6 files" in text
-    assert "(0.0 MB) in 4.3 s" in text
+    assert "3 exposures, 8 files (2 processed, 6 raw; 0.0 MB) in 4.3 s" in text
+    assert "differs from the requested time** in exposures 3" in text
     assert "| bias | 2 |" in text
     assert "| flat | 1 |" in text
     assert "**1 exposures without controllers**: sim2" in text
@@ -226,10 +235,10 @@ def test_parameters_that_are_no_current_spec_are_only_named() -> None:
 
 
 def test_table_counts_read_prefect_table_data() -> None:
-    rows = [{"expnum": 1, "n_files": 2}, {"expnum": 2, "n_files": 4}]
-    assert table_counts(json.dumps(rows)) == (2, 6)
-    assert table_counts(rows) == (2, 6)
-    assert table_counts("[]") == (0, 0)
+    rows = [{"expnum": 1, "n_files": 2}, {"expnum": 2, "n_files": 4, "n_processed": 2}]
+    assert table_counts(json.dumps(rows)) == (2, 6, 2)
+    assert table_counts(rows) == (2, 6, 2)
+    assert table_counts("[]") == (0, 0, 0)
     assert table_counts("not json") is None
     assert table_counts('{"expnum": [1]}') is None
     assert table_counts('[{"expnum": 1}]') is None, "not an exposure table"
@@ -344,7 +353,7 @@ async def test_history_shows_the_run_from_its_artifacts(published: dict[str, Any
     assert run.parameters.planned == {"bias": 2, "flat": 1}
     assert run.parameters.instrument == "ccdsim"
     assert run.parameters.options == {"result": "..."}
-    assert (run.exposures, run.files) == (3, 6)
+    assert (run.exposures, run.files, run.processed_files) == (3, 8, 2)
 
 
 @pytest.mark.slow
@@ -478,7 +487,7 @@ def test_history_command_prints_json(published: dict[str, Any]) -> None:
     assert [run["id"] for run in runs] == [str(published["run"])]
     assert runs[0]["state"] == "Completed"
     assert runs[0]["parameters"]["planned"] == {"bias": 2, "flat": 1}
-    assert (runs[0]["exposures"], runs[0]["files"]) == (3, 6)
+    assert (runs[0]["exposures"], runs[0]["files"], runs[0]["processed_files"]) == (3, 8, 2)
 
 
 @pytest.mark.slow
@@ -488,7 +497,8 @@ def test_history_command_prints_a_table(published: dict[str, Any]) -> None:
     )
     assert outcome.exit_code == 0, outcome.output
     line = next(line for line in outcome.stdout.splitlines() if "ccdflow-test-publish" in line)
-    assert re.search(r"Completed .* Test_Seq\.1: 2 bias, 1 flat +ccdsim +3 +6", line), line
+    # files: raw + processed
+    assert re.search(r"Completed .* Test_Seq\.1: 2 bias, 1 flat +ccdsim +3 +6\+2", line), line
 
 
 @pytest.mark.slow
