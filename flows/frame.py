@@ -12,6 +12,7 @@ time, so a slow source never delays the readout.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -35,7 +36,7 @@ from schemas.instrument import FailurePolicy, InstrumentConfig
 from schemas.products import Product
 from schemas.results import ExposureResult, FileRecord
 from tasks.archive import SequenceArchiver, archive
-from tasks.ccd_products import CcdSource, ccd_slice, products_of
+from tasks.ccd_products import build_products
 from tasks.ccd_work import process_exposure_on_dask, supports_layout
 from tasks.expose import expose
 from tasks.fetch import fetch
@@ -45,8 +46,7 @@ from tasks.header import ExposureFacts
 from tasks.instrument import ControllerPlan, ControllerSession
 from tasks.masters import master_problems
 from tasks.numbering import next_exposure_number
-from tasks.post_process import CcdImage, ReadoutNumbers, processed_shape
-from tasks.raw_frames import RawCcd
+from tasks.post_process import ReadoutNumbers, processed_shape
 from tasks.readout import readout
 from tasks.savepoint import (
     FrameIdentity,
@@ -454,7 +454,7 @@ async def finish(
             lambda: _process_and_write_on_dask(client, first, names, plan, facts, instrument, now),
         )
     else:
-        products = await _ccd_products(sessions, names, frames, plan, spec, clock, instrument)
+        products = await _ccd_products(names, frames, plan, spec, clock, instrument)
         stats = {p.ccd.name: p.stats for p in products}
         records = await clock.run("write", lambda: write_exposure(products, facts, instrument, now))
         if archiver is not None and missing_controllers:
@@ -506,7 +506,6 @@ async def finish(
 
 
 async def _ccd_products(
-    sessions: list[ControllerSession],
     names: list[str],
     frames: list[ReadFrame],
     plan: ExposurePlan,
@@ -514,41 +513,28 @@ async def _ccd_products(
     clock: StageClock,
     instrument: InstrumentConfig,
 ) -> list[CcdProduct]:
-    """Every CCD's products here (threads): each frame's raw image, and the processed
-    image (stacked frames combined) when storage writes it."""
-    storage, processing = instrument.storage, instrument.processing
-    sources = {
-        name: [CcdSource(i, ccd, plan.plans[name]) for i, ccd in enumerate(config.ccds)]
-        for name, config in ((s.plan.config.name, s.plan.config) for s in sessions)
-        if name in names
-    }
+    """Every CCD's products here (threads, controllers at once): each frame's raw image,
+    and the processed image (stacked frames combined) when storage writes it."""
 
-    def build(frame: ReadFrame) -> dict[str, list[tuple[RawCcd, CcdImage | None]]]:
-        return {
-            name: [
-                products_of(ccd_slice(frame.raw[name], source), source, spec, storage, processing)
-                for source in sources[name]
-            ]
-            for name in names
-        }
+    async def build(frame: ReadFrame) -> list[list[CcdProduct]]:
+        return await asyncio.gather(
+            *(
+                build_products(frame.raw[n], plan.plans[n], spec, instrument, frame.buffers[n])
+                for n in names
+            )
+        )
 
-    built = [
-        await clock.run("post_process", partial(asyncio.to_thread, build, frame))
-        for frame in frames
-    ]
+    built = [await clock.run("post_process", partial(build, frame)) for frame in frames]
+    # Per frame, every CCD in controller order; a stack's frames are then combined.
+    flat = [[p for per_controller in frame for p in per_controller] for frame in built]
     method = spec.stacking.method if spec.stacking else None
     products = []
-    for name in names:
-        for index, source in enumerate(sources[name]):
-            per_frame = [frame_products[name][index] for frame_products in built]
-            raws = tuple(raw for raw, _ in per_frame)
-            images = [image for _, image in per_frame if image is not None]
-            image = None
-            if images:
-                image = combine(images, method) if method else images[0]
-            products.append(
-                CcdProduct(source.ccd, name, frames[0].buffers[name], raw=raws, image=image)
-            )
+    for index, first in enumerate(flat[0]):
+        per_frame = [frame[index] for frame in flat]
+        images = [p.image for p in per_frame if p.image is not None]
+        image = (combine(images, method) if method else images[0]) if images else None
+        raws = tuple(raw for p in per_frame for raw in p.raw)
+        products.append(dataclasses.replace(first, raw=raws, image=image))
     return products
 
 

@@ -8,8 +8,12 @@ pixels. Both the Dask workers (tasks/ccd_work.py) and the in-process path
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
 
 from schemas.exposure import ExposureSpec
 from schemas.instrument import CcdConfig, InstrumentConfig, StorageConfig
@@ -140,3 +144,15 @@ def buffer_products(
         )
         products.append(CcdProduct(ccd, plan.config.name, buffer_number, raw=(raw,), image=image))
     return products
+
+
+@task(name="post-process", cache_policy=NO_CACHE, persist_result=False)
+async def build_products(
+    buffer: RawPixels,
+    plan: ControllerPlan,
+    spec: ExposureSpec,
+    instrument: InstrumentConfig,
+    buffer_number: int,
+) -> list[CcdProduct]:
+    """:func:`buffer_products` in a worker thread, so the event loop stays free."""
+    return await asyncio.to_thread(buffer_products, buffer, plan, spec, instrument, buffer_number)

@@ -13,15 +13,12 @@ saturation is counted on the raw science pixels, before any correction.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 from devices.archon.acf import CcdRegion
 from schemas.exposure import ExposureSpec
@@ -224,14 +221,3 @@ def process_buffer(
         )
         for region, ccd in zip(plan.layout, plan.config.ccds, strict=True)
     ]
-
-
-@task(name="post-process", cache_policy=NO_CACHE, persist_result=False)
-async def post_process(
-    buffer: RawPixels,
-    plan: ControllerPlan,
-    spec: ExposureSpec | None = None,
-    processing: ProcessingConfig | None = None,
-) -> list[CcdImage]:
-    """Run :func:`process_buffer` in a worker thread so the event loop stays free."""
-    return await asyncio.to_thread(process_buffer, buffer, plan, spec, processing)
