@@ -153,13 +153,11 @@ def _processed_part(
     facts: ExposureFacts,
     instrument: InstrumentConfig,
     extname: str | None,
-    raw_file: WrittenFile | None,
 ) -> tuple[ImagePart, list[str]]:
     assert product.image is not None
     configured, warnings = _configured(product, facts, instrument)
     cards: list[Card] = [
         *ccd_cards(product.image, product.ccd, product.controller, product.buffer, facts),
-        *_provenance(raw_file),
         *configured,
     ]
     return ImagePart(data=product.image.data, cards=cards, extname=extname), warnings
@@ -247,17 +245,15 @@ def write_exposure_files(
                 if product.image is None:
                     raise ValueError(f"{product.ccd.name}: no processed image to write")
                 part, notes = _processed_part(
-                    product,
-                    facts,
-                    instrument,
-                    product.ccd.name if mef else None,
-                    raw_files.get(ccd),
+                    product, facts, instrument, product.ccd.name if mef else None
                 )
                 parts.append(part)
                 warnings += notes
-            primary = [*common, ("PRODUCT", Product.PROCESSED.value, "processed image(s)")]
-            if mef:
-                primary += _provenance(raw_files.get(ccd))
+            primary = [
+                *common,
+                ("PRODUCT", Product.PROCESSED.value, "processed image(s)"),
+                *_provenance(raw_files.get(ccd)),
+            ]
             path = path_of(ccd, Product.PROCESSED)
             written.append(
                 (

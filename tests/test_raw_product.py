@@ -270,3 +270,25 @@ def test_a_chain_that_does_not_fit_the_readout_is_refused_naming_the_field(
     data["processing"]["masters_from"] = None
     data["storage"]["raw"] = True
     assert plan_instrument(InstrumentConfig.model_validate(data)) is not None
+
+
+def test_a_multi_extension_processed_file_names_its_raw_file(tmp_path: Path) -> None:
+    instrument = _instrument(
+        tmp_path,
+        layout="mef",
+        file_template="{instrument}-{expnum:08d}.fits",
+        processed_template="{instrument}-{expnum:08d}-proc.fits",
+        processed=True,
+        compression="RICE_1",
+    )
+    plan = plan_instrument(instrument)[0]
+    raw, processed = _write(instrument, FLAT, plan, _buffer(plan))
+    assert (raw.ccd, processed.ccd) == ("all", "all")
+    with fits.open(processed.path) as hdul:
+        assert hdul[0].header["PRODUCT"] == "processed"
+        assert hdul[0].header["RAWFILE"] == raw.path.name
+        assert hdul[0].header["RAWSHA"] == raw.sha256
+        assert [hdu.name for hdu in hdul[1:]] == ["r1", "b1"]
+    for record in (raw, processed):
+        verify_fits_checksums(record.path)
+        assert_fitsverify_clean(record.path)
