@@ -5,13 +5,16 @@ it (SIGTERM on cancellation from the UI, SIGKILL on a crash). Loopback only."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import signal
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
+import psutil
 import pytest
 from astropy.io import fits
 
@@ -121,8 +124,14 @@ def _complete(data: Path) -> int:
     return sum(len(paths) == FILES_PER_EXPOSURE for paths in _fits_by_expnum(data).values())
 
 
+def _kill_all(processes: list[psutil.Process]) -> None:
+    for process in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
+
+
 async def test_kill_9_mid_sequence_then_resume_takes_every_exposure_once(
-    tmp_path: Path, archon_sim: ArchonSimulator
+    tmp_path: Path, archon_sim: ArchonSimulator, request: pytest.FixtureRequest
 ) -> None:
     """Killed while a frame is being fetched: the frame is recovered from the
     controller's buffer, the rest of the sequence is taken, nothing twice."""
@@ -141,6 +150,9 @@ async def test_kill_9_mid_sequence_then_resume_takes_every_exposure_once(
         # the frame is then only in the controller (and in the save-point's notes).
         archon_sim.bandwidth_limit_bps = 4e6
         await _until(lambda: _oldest_age(savepoints) > 0.3, 30, "a save-point 0.3 s old")
+        # kill -9 orphans the run's embedded Prefect API (issue 11); this test stops
+        # it afterwards so that no server outlives the test run.
+        request.addfinalizer(partial(_kill_all, psutil.Process(first.pid).children(True)))
         first.send_signal(signal.SIGKILL)
         await first.wait()
     finally:
