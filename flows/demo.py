@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
+import shlex
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -103,6 +105,18 @@ async def simulated_instrument(
         await _stop(process)
 
 
+def _command(name: str) -> str:
+    """How to call one of this environment's commands from here: its path in the
+    environment's bin folder (uv may not be on the user's PATH), else the bare name."""
+    path = Path(sys.executable).parent / name
+    if not path.exists():
+        return name
+    try:
+        return shlex.quote(os.path.relpath(path))
+    except ValueError:
+        return shlex.quote(str(path))
+
+
 async def run_demo(instrument_path: Path, data_root: Path, prefect_home: Path) -> int:
     """Run the demo; return the process exit code."""
     console = Console()
@@ -122,8 +136,8 @@ async def run_demo(instrument_path: Path, data_root: Path, prefect_home: Path) -
     console.print(f"CHECKSUM/DATASUM verified with astropy for all {len(files)} files.")
     console.print(
         f"Run history: flow run {result.flow_run_id} in the Prefect database under "
-        f"{prefect_home}.\n  List it: uv run ccdflow history\n"
-        f"  Browse it: PREFECT_HOME={prefect_home} uv run prefect server "
+        f"{prefect_home}.\n  List it: {_command('ccdflow')} history\n"
+        f"  Browse it: PREFECT_HOME={prefect_home} {_command('prefect')} server "
         "start --host 127.0.0.1, then open http://127.0.0.1:4200/runs"
     )
     return 0

@@ -100,6 +100,8 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
         verify_fits_checksums(path)
     assert "CHECKSUM/DATASUM verified" in completed.stdout
     assert "Run history" in completed.stdout
+    # The hint names a command that works without uv on the PATH (a fresh machine).
+    assert "List it: .venv/bin/ccdflow history" in " ".join(completed.stdout.split())
     assert_fitsverify_clean(files[-1])
 
 
