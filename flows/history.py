@@ -25,8 +25,11 @@ from prefect.client.schemas.filters import (
     ArtifactFilterType,
     FlowFilter,
     FlowFilterName,
+    FlowRunFilter,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
 )
-from prefect.client.schemas.objects import Artifact, FlowRun
+from prefect.client.schemas.objects import Artifact, FlowRun, StateType
 from prefect.client.schemas.sorting import ArtifactSort, FlowRunSort
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -78,6 +81,7 @@ class RunSummary(BaseModel):
     state_type: str | None
     start: datetime | None
     end: datetime | None
+    expected_start: datetime | None = Field(default=None, description="when a scheduled run is due")
     duration_s: float | None = Field(description="wall clock from start to end")
     parameters: ParameterSummary
     exposures: int | None = Field(description="rows of its exposure tables; None: no table")
@@ -229,6 +233,7 @@ def _summary(run: FlowRun, flow: str, counts: tuple[int, int, int] | None) -> Ru
         state_type=run.state_type.value if run.state_type else None,
         start=start,
         end=end,
+        expected_start=run.expected_start_time,
         duration_s=round((end - start).total_seconds(), 3) if start and end else None,
         parameters=summarize_parameters(run.parameters),
         exposures=counts[0] if counts else None,
@@ -237,9 +242,21 @@ def _summary(run: FlowRun, flow: str, counts: tuple[int, int, int] | None) -> Ru
     )
 
 
-async def recent_runs(limit: int = 20, flow_name: str | None = None) -> list[RunSummary]:
-    """The newest ``limit`` flow runs (by start, else expected start), newest first.
+UPCOMING = 5
+"""Scheduled runs shown after the history, soonest first."""
 
+
+def _by_state(scheduled: bool) -> FlowRunFilter:
+    types = FlowRunFilterStateType(**{"any_" if scheduled else "not_any_": [StateType.SCHEDULED]})
+    return FlowRunFilter(state=FlowRunFilterState(type=types))
+
+
+async def recent_runs(limit: int = 20, flow_name: str | None = None) -> list[RunSummary]:
+    """The newest ``limit`` runs that started or ended (running, finished, failed...),
+    newest first, then up to :data:`UPCOMING` scheduled runs, soonest first.
+
+    Scheduled runs come apart: a schedule keeps runs queued an hour and more ahead,
+    and sorted with the rest they would push every finished run off the list.
     ``flow_name`` keeps only runs of that flow (e.g. ``run-sequence``). Raises
     ValueError for a limit outside 1-200, httpx.HTTPError if the API cannot be reached.
     """
@@ -248,13 +265,25 @@ async def recent_runs(limit: int = 20, flow_name: str | None = None) -> list[Run
     flow_filter = FlowFilter(name=FlowFilterName(any_=[flow_name])) if flow_name else None
     async with get_client() as client:
         # sort and limit must be given: sent as null, the server refuses them (422).
-        runs = await client.read_flow_runs(
-            flow_filter=flow_filter, sort=FlowRunSort.START_TIME_DESC, limit=limit
+        past, upcoming = await asyncio.gather(
+            client.read_flow_runs(
+                flow_filter=flow_filter,
+                flow_run_filter=_by_state(scheduled=False),
+                sort=FlowRunSort.START_TIME_DESC,
+                limit=limit,
+            ),
+            client.read_flow_runs(
+                flow_filter=flow_filter,
+                flow_run_filter=_by_state(scheduled=True),
+                sort=FlowRunSort.EXPECTED_START_TIME_ASC,
+                limit=UPCOMING,
+            ),
         )
+        runs = [*past, *upcoming]
         if not runs:
             return []
         # One GET per distinct flow: read_flows has the same null-filter problem.
         flows = await asyncio.gather(*(client.read_flow(i) for i in {r.flow_id for r in runs}))
         names = {flow.id: flow.name for flow in flows}
-        counts = await _exposure_counts(client, [run.id for run in runs])
+        counts = await _exposure_counts(client, [run.id for run in past]) if past else {}
     return [_summary(run, names.get(run.flow_id, "?"), counts.get(run.id)) for run in runs]

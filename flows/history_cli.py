@@ -29,7 +29,11 @@ _STATE_STYLES = {"COMPLETED": "green", "FAILED": "red", "CRASHED": "red", "CANCE
 
 
 def _when(run: RunSummary) -> str:
-    return run.start.astimezone().strftime("%m-%d %H:%M") if run.start else "not started"
+    if run.start:
+        return run.start.astimezone().strftime("%m-%d %H:%M")
+    if run.expected_start:
+        return "due " + run.expected_start.astimezone().strftime("%m-%d %H:%M")
+    return "not started"
 
 
 def _duration(run: RunSummary) -> str:
@@ -61,14 +65,14 @@ def _files(run: RunSummary) -> str:
     return f"{run.files - processed}+{processed}" if processed else str(run.files)
 
 
-def runs_table(runs: list[RunSummary]) -> Table:
+def runs_table(runs: list[RunSummary], title: str = "recent flow runs (newest first)") -> Table:
     """Plain text cells (no rich markup), so names with brackets print as they are."""
     from rich import box
     from rich.table import Table
     from rich.text import Text
 
     table = Table(
-        title="recent flow runs (newest first)",
+        title=title,
         caption="files: raw frames, or raw+processed",
         box=box.SIMPLE_HEAD,
         pad_edge=False,
@@ -120,7 +124,8 @@ def history_command(
         bool, typer.Option("--json", help="print the runs as JSON instead of a table")
     ] = False,
 ) -> None:
-    """List recent flow runs: state, what they asked for, and what they wrote."""
+    """List recent flow runs (state, what they asked for, what they wrote), then the
+    runs scheduled next."""
     home = configure_prefect()
     import httpx
     from prefect.settings import PREFECT_API_URL
@@ -145,4 +150,12 @@ def history_command(
         which = f" of flow {flow}" if flow else ""
         typer.echo(f"no runs{which} yet in {where}")
     else:
-        Console().print(runs_table(runs))
+        console = Console()
+        past = [run for run in runs if run.state_type != "SCHEDULED"]
+        upcoming = [run for run in runs if run.state_type == "SCHEDULED"]
+        if past:
+            console.print(runs_table(past))
+        else:
+            console.print(f"no run has started yet in {where}")
+        if upcoming:
+            console.print(runs_table(upcoming, title="scheduled (soonest first)"))

@@ -381,6 +381,43 @@ async def test_history_limit_and_order(published: dict[str, Any]) -> None:
         await recent_runs(limit=0)
 
 
+@flow(name="ccdflow-test-scheduled")
+async def scheduled_flow() -> None:
+    return None
+
+
+@pytest.mark.slow
+async def test_scheduled_runs_never_push_finished_ones_off_the_history(
+    prefect_harness: None,
+) -> None:
+    from datetime import timedelta
+
+    from prefect.states import Scheduled
+
+    await scheduled_flow()
+    now = datetime.now(UTC)
+    async with get_client() as client:
+        for hours in range(7, 0, -1):  # created last-first: the order must come from the API
+            due = Scheduled(scheduled_time=now + timedelta(hours=hours))
+            await client.create_flow_run(scheduled_flow, state=due)
+    runs = await recent_runs(limit=1, flow_name="ccdflow-test-scheduled")
+    assert [run.state_type for run in runs] == ["COMPLETED"] + ["SCHEDULED"] * 5
+    due_times = [run.expected_start for run in runs[1:]]
+    assert due_times == sorted(due_times), "scheduled runs come soonest first"
+    # The command runs its own event loop: in a thread, beside this test's.
+    outcome = await asyncio.to_thread(
+        runner.invoke,
+        _cli(),
+        ["history", "--flow", "ccdflow-test-scheduled"],
+        env={"COLUMNS": "200"},
+    )
+    assert outcome.exit_code == 0, outcome.output
+    text = outcome.stdout
+    assert text.index("recent flow runs") < text.index("Completed")
+    assert text.index("Completed") < text.index("scheduled (soonest first)")
+    assert text.count("due ") == 5
+
+
 @pytest.fixture
 def run_warnings() -> Iterator[list[str]]:
     """Warnings the flows log through their run loggers."""
