@@ -14,13 +14,21 @@ import fcntl
 import os
 from pathlib import Path
 
+from flows.reaper import start_reaper
+
 STATE_DIR = Path("state")
 DATABASE = "prefect.db"
 """The embedded API's SQLite file in PREFECT_HOME (Prefect's default location)."""
 
 
 def configure_prefect(state_dir: Path = STATE_DIR) -> Path:
-    """Set Prefect's environment defaults; return the PREFECT_HOME in use."""
+    """Set Prefect's environment defaults; return the PREFECT_HOME in use.
+
+    Also starts the command's reaper (flows/reaper.py): whatever the command starts
+    from here on (its embedded Prefect API, simulators) is stopped when the command
+    dies, even by kill -9.
+    """
+    start_reaper()
     home = Path(os.environ.setdefault("PREFECT_HOME", str((state_dir / "prefect").resolve())))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")

@@ -1,0 +1,130 @@
+"""What a ccdflow command starts dies with it, even when it is killed with SIGKILL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from flows.reaper import GRACE_S, OWNER_VARIABLE
+
+from .conftest import REPO
+
+OWNER = """
+import signal, subprocess, sys, time
+from flows.reaper import start_reaper
+start_reaper()
+plain = [sys.executable, "-c", "import time; time.sleep(600)"]
+stubborn = [sys.executable, "-c",
+    "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"]
+children = [subprocess.Popen(plain), subprocess.Popen(stubborn)]
+print(" ".join(str(c.pid) for c in children), flush=True)
+time.sleep(600)
+"""
+
+
+def _gone(pids: list[int], within: float) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        alive = [p for p in pids if psutil.pid_exists(p) and _running(p)]
+        if not alive:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _running(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _kill_all(pids: list[int]) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            continue
+
+
+def test_kill_9_of_the_owner_stops_its_children_and_the_watcher() -> None:
+    owner = subprocess.Popen(
+        [sys.executable, "-c", OWNER], cwd=REPO, stdout=subprocess.PIPE, text=True
+    )
+    assert owner.stdout is not None
+    children = [int(pid) for pid in owner.stdout.readline().split()]
+    watchers = [c.pid for c in psutil.Process(owner.pid).children() if c.pid not in children]
+    try:
+        assert len(children) == 2
+        assert len(watchers) == 1
+        for pid in children:  # tagged with their owner
+            environ = psutil.Process(pid).environ()
+            assert environ[OWNER_VARIABLE] == str(owner.pid)
+        owner.send_signal(signal.SIGKILL)
+        owner.wait()
+        # SIGTERM at once; the child that ignores it gets SIGKILL after the grace period.
+        assert _gone(children[:1], within=3), "the plain child outlived its owner"
+        assert _gone(children, within=GRACE_S + 3), "the stubborn child outlived its owner"
+        assert _gone(watchers, within=3), "the watcher outlived its work"
+    finally:
+        _kill_all(children + watchers)
+
+
+def test_signals_to_the_group_do_not_make_the_watcher_act_early() -> None:
+    owner = subprocess.Popen(
+        [sys.executable, "-c", OWNER], cwd=REPO, stdout=subprocess.PIPE, text=True
+    )
+    assert owner.stdout is not None
+    children = [int(pid) for pid in owner.stdout.readline().split()]
+    (watcher,) = [c.pid for c in psutil.Process(owner.pid).children() if c.pid not in children]
+    try:
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            os.kill(watcher, signum)  # what Ctrl-C or a worker's group signal sends it
+        time.sleep(0.5)
+        assert _running(watcher)
+        assert _running(children[0]), "the owner lives: its children must too"
+    finally:
+        owner.kill()
+        owner.wait()
+        assert _gone([*children, watcher], within=GRACE_S + 3)
+        _kill_all([*children, watcher])
+
+
+@pytest.mark.slow
+def test_kill_9_of_a_command_leaves_no_embedded_api_behind(tmp_path: Path) -> None:
+    """The operator's case: `ccdflow history` starts its own Prefect API; kill -9 it."""
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect")}
+    env.pop("PREFECT_API_URL", None)
+    command = subprocess.Popen(
+        [sys.executable, "-m", "flows.cli", "history"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    servers: list[int] = []
+    try:
+        deadline = time.monotonic() + 120
+        while not servers and time.monotonic() < deadline and command.poll() is None:
+            servers = [
+                c.pid
+                for c in psutil.Process(command.pid).children(recursive=True)
+                if "uvicorn" in " ".join(c.cmdline())
+            ]
+            time.sleep(0.2)
+        assert servers, "the command started no embedded API"
+        command.send_signal(signal.SIGKILL)
+        command.wait()
+        assert _gone(servers, within=GRACE_S + 5), "the embedded API outlived the command"
+    finally:
+        if command.poll() is None:
+            command.kill()
+            command.wait()
+        _kill_all(servers)
