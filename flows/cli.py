@@ -18,11 +18,10 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from flows.cli_support import DEFAULT_INSTRUMENT, fail, instrument_config
+from flows.cli_support import DEFAULT_INSTRUMENT, fail, instrument_config, start_prefect
 from flows.history_cli import history_command
 from flows.outbox_cli import outbox_app
 from flows.safety_cli import safe_command
-from flows.settings import configure_prefect
 
 if TYPE_CHECKING:
     from schemas.fits_rules import CardValue
@@ -64,7 +63,7 @@ def demo(
     instrument: Annotated[Path, typer.Option(help="instrument YAML")] = DEMO_INSTRUMENT,
 ) -> None:
     """Simulate the instrument's controllers, take 2 bias, 1 dark, 1 flat, 1 object."""
-    home = configure_prefect()
+    home = start_prefect()
     from flows.demo import run_demo
 
     code = asyncio.run(run_demo(instrument_path=instrument, data_root=data, prefect_home=home))
@@ -266,7 +265,7 @@ def expose(
         check_filters(spec, config, f"exposure spec for {config.name}")
     except ConfigError as exc:
         fail(str(exc))
-    configure_prefect()
+    start_prefect()
     from flows.exposure import run_sequence
 
     _run_flow(
@@ -331,7 +330,7 @@ def _checked_file(
             check_filters(step, config, f"spec file {file}{where} for {config.name}")
     except ConfigError as exc:
         fail(str(exc))
-    configure_prefect()
+    start_prefect()
     return spec, config
 
 
@@ -371,7 +370,7 @@ def recover(
     Runs do this themselves when they start; this is for getting the frames now.
     """
     config = instrument_config(instrument, host, port, data)
-    configure_prefect()
+    start_prefect()
     from flows.recovery import recover as recover_flow
 
     results = asyncio.run(recover_flow(config))

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from flows.settings import configure_prefect
+from flows.cli_support import start_prefect
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -126,7 +126,7 @@ def history_command(
 ) -> None:
     """List recent flow runs (state, what they asked for, what they wrote), then the
     runs scheduled next."""
-    home = configure_prefect()
+    home = start_prefect()
     import httpx
     from prefect.settings import PREFECT_API_URL
     from rich.console import Console

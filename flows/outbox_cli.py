@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from flows.cli_support import instrument_config
+from flows.cli_support import instrument_config, start_prefect
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -223,9 +223,7 @@ def drain_command(
 ) -> None:
     """Deliver the due notifications now; exit 1 if any stay pending or dead."""
     config = instrument_config(instrument, data=data)
-    from flows.settings import configure_prefect
-
-    configure_prefect()
+    start_prefect()
     from tasks.outbox import EntryState, Outbox
 
     outbox_dir = _outbox_dir(config)

@@ -18,8 +18,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from flows.cli_support import DEFAULT_INSTRUMENT, fail, instrument_config
-from flows.settings import configure_prefect
+from flows.cli_support import DEFAULT_INSTRUMENT, fail, instrument_config, start_prefect
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -126,7 +125,7 @@ def safe_command(
     """
     config = instrument_config(instrument, host, port, data)
     _act_now(config, timeout)
-    configure_prefect()
+    start_prefect()
     from flows.safety import make_safe
     from schemas.errors import ConfigError
     from tasks.safety import InstrumentNotSafeError

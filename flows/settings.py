@@ -21,14 +21,42 @@ DATABASE = "prefect.db"
 """The embedded API's SQLite file in PREFECT_HOME (Prefect's default location)."""
 
 
+API_CHECK_TIMEOUT_S = 5.0
+"""How long a server named by PREFECT_API_URL may take to answer its health check."""
+
+
+class PrefectApiUnreachableError(RuntimeError):
+    """PREFECT_API_URL names a server that does not answer."""
+
+
+def check_api(url: str, timeout: float = API_CHECK_TIMEOUT_S) -> None:
+    """Ask the server's /health once; PrefectApiUnreachableError naming PREFECT_API_URL
+    when it does not answer in ``timeout`` seconds (a run would otherwise fail later,
+    after seconds of retries, with a traceback)."""
+    import httpx
+
+    try:
+        response = httpx.get(f"{url.rstrip('/')}/health", timeout=timeout)
+        response.raise_for_status()
+    except httpx.HTTPError as exc:
+        raise PrefectApiUnreachableError(
+            f"cannot reach the Prefect API at {url} (PREFECT_API_URL): "
+            f"{type(exc).__name__}: {exc or 'no answer'}. Start the server, or unset "
+            "PREFECT_API_URL to use the embedded API"
+        ) from exc
+
+
 def configure_prefect(state_dir: Path = STATE_DIR) -> Path:
     """Set Prefect's environment defaults; return the PREFECT_HOME in use.
 
     Also starts the command's reaper (flows/reaper.py): whatever the command starts
     from here on (its embedded Prefect API, simulators) is stopped when the command
-    dies, even by kill -9.
+    dies, even by kill -9. A server named by PREFECT_API_URL must answer
+    (PrefectApiUnreachableError otherwise).
     """
     start_reaper()
+    if url := os.environ.get("PREFECT_API_URL"):
+        check_api(url)
     home = Path(os.environ.setdefault("PREFECT_HOME", str((state_dir / "prefect").resolve())))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")

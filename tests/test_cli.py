@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -76,6 +77,37 @@ def _ccdflow(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
         timeout=300,
         check=False,
     )
+
+
+@pytest.mark.parametrize("server", ["closed", "silent"])
+def test_a_server_that_does_not_answer_is_named_never_waited_for(
+    tmp_path: Path, server: str
+) -> None:
+    """PREFECT_API_URL at a closed port, or at one that accepts and never answers."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        port = listener.getsockname()[1]
+        if server == "silent":
+            listener.listen()
+        else:
+            listener.close()
+        url = f"http://127.0.0.1:{port}/api"
+        started = time.monotonic()
+        completed = subprocess.run(
+            [sys.executable, "-m", "flows.cli", "history"],
+            cwd=REPO,
+            env={**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_API_URL": url},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        took = time.monotonic() - started
+    assert completed.returncode == 1, completed.stdout + completed.stderr
+    message = " ".join(completed.stderr.split())
+    assert f"cannot reach the Prefect API at {url} (PREFECT_API_URL)" in message
+    assert "Traceback" not in completed.stderr
+    assert took < 30  # the 5 s health check, not Prefect's retries
 
 
 @pytest.mark.slow
