@@ -1,7 +1,7 @@
 """The ``ccdflow`` command: clear errors for bad input, and the demo end to end.
 
 Bad input must exit 2 before Prefect starts, so the tests of bad input replace
-``configure_prefect`` with a tripwire (the ``no_prefect`` fixture): reaching it would
+``start_prefect`` with a tripwire (the ``no_prefect`` fixture): reaching it would
 mean the command got as far as starting a run.
 """
 
@@ -183,9 +183,9 @@ def no_prefect(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fail the test if the command gets as far as configuring Prefect."""
 
     def tripwire() -> Path:
-        raise AssertionError("bad input reached configure_prefect")
+        raise AssertionError("bad input reached start_prefect")
 
-    monkeypatch.setattr("flows.cli.configure_prefect", tripwire)
+    monkeypatch.setattr("flows.cli.start_prefect", tripwire)
 
 
 def _refused(args: list[str], *expected: str) -> str:
@@ -417,7 +417,7 @@ def captured_flows(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any]]:
 
         return fake
 
-    monkeypatch.setattr("flows.cli.configure_prefect", lambda: Path("unused"))
+    monkeypatch.setattr("flows.cli.start_prefect", lambda: Path("unused"))
     monkeypatch.setattr("flows.exposure.run_sequence", recorder("run_sequence"))
     monkeypatch.setattr("flows.exposure.calibrations", recorder("calibrations"))
     return calls

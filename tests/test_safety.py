@@ -354,14 +354,14 @@ async def test_safe_command_closes_the_shutter_before_prefect_then_reports(
 ) -> None:
     import flows.safety_cli
 
-    configure = flows.safety_cli.configure_prefect
+    configure = flows.safety_cli.start_prefect
     shutter_when_prefect_starts: list[bool] = []
 
     def watched() -> Path:
         shutter_when_prefect_starts.append(archon_sim.shutter_open)
         return configure()
 
-    monkeypatch.setattr("flows.safety_cli.configure_prefect", watched)
+    monkeypatch.setattr("flows.safety_cli.start_prefect", watched)
     args = ["--instrument", str(SIM_YAML), "--port", str(archon_sim.port)]
     args += ["--data", str(tmp_path)]
     async with _integrating(sim_instrument, archon_sim):
@@ -400,9 +400,9 @@ def test_safe_command_refuses_a_bad_instrument_before_prefect(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def tripwire() -> Path:
-        raise AssertionError("bad input reached configure_prefect")
+        raise AssertionError("bad input reached start_prefect")
 
-    monkeypatch.setattr("flows.safety_cli.configure_prefect", tripwire)
+    monkeypatch.setattr("flows.safety_cli.start_prefect", tripwire)
     result = CliRunner().invoke(_cli(), ["--instrument", str(tmp_path / "nope.yaml")])
     assert result.exit_code == 2
     assert "nope.yaml" in result.output
