@@ -5,7 +5,7 @@ the work, so each worker gets its own CCD's columns of the buffer (sliced here, 
 the client: serialization then sends only those bytes), builds its raw frame and,
 when configured, its processed image (tasks/ccd_products.py), writes the CCD's files
 with :func:`tasks.write.write_exposure_files` (the same names, headers, checksums and
-manifest as the serial path: the files are byte-identical) and returns a
+manifest as the serial path: the same cards and pixels) and returns a
 :class:`CcdOutcome` of a few hundred bytes.
 
 Only the per-CCD file layout runs here. A multi-extension file holds every CCD of the

@@ -20,6 +20,7 @@ from astropy.io import fits
 
 from devices.archon.simulator import ArchonSimulator
 from devices.archon.simulator.core import CoreState
+from flows.reaper import GRACE_S
 
 from .conftest import REPO
 
@@ -124,6 +125,20 @@ def _complete(data: Path) -> int:
     return sum(len(paths) == FILES_PER_EXPOSURE for paths in _fits_by_expnum(data).values())
 
 
+def _cmdline(process: psutil.Process) -> list[str]:
+    try:
+        return process.cmdline()
+    except psutil.Error:
+        return []
+
+
+def _running(process: psutil.Process) -> bool:
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def _kill_all(processes: list[psutil.Process]) -> None:
     for process in processes:
         with contextlib.suppress(psutil.NoSuchProcess):
@@ -150,11 +165,19 @@ async def test_kill_9_mid_sequence_then_resume_takes_every_exposure_once(
         # the frame is then only in the controller (and in the save-point's notes).
         archon_sim.bandwidth_limit_bps = 4e6
         await _until(lambda: _oldest_age(savepoints) > 0.3, 30, "a save-point 0.3 s old")
-        # kill -9 orphans the run's embedded Prefect API (issue 11); this test stops
-        # it afterwards so that no server outlives the test run.
-        request.addfinalizer(partial(_kill_all, psutil.Process(first.pid).children(True)))
+        # What the run started (its embedded Prefect API, its watcher) must not
+        # outlive it: flows/reaper.py stops it. Killed here too if that fails.
+        started = psutil.Process(first.pid).children(recursive=True)
+        request.addfinalizer(partial(_kill_all, started))
         first.send_signal(signal.SIGKILL)
         await first.wait()
+        servers = [p for p in started if "uvicorn" in " ".join(_cmdline(p))]
+        assert servers, "the run started no embedded Prefect API"
+        await _until(
+            lambda: not any(_running(p) for p in started),
+            GRACE_S + 5,
+            "the killed run's processes gone",
+        )
     finally:
         if first.returncode is None:
             first.kill()
