@@ -69,15 +69,16 @@ def _buffer(plan: ControllerPlan, seed: int = 3) -> np.ndarray:
 
 
 def _content(path: Path) -> list[tuple[str, object, bytes]]:
-    """Each HDU's cards (but CHECKSUM, and the checksum cards' dated comments) and
-    pixel bytes: what a reader gets from the file."""
+    """Each HDU's cards and pixel bytes: what a reader gets from the file. Left out:
+    CHECKSUM and the checksum cards' dated comments, and RAWSHA (the raw file's
+    sha256, which those dates change; checked on its own)."""
     found = []
     with fits.open(path, disable_image_compression=True) as hdul:
         for hdu in hdul:
             cards = [
                 (card.keyword, card.value, card.comment)
                 for card in hdu.header.cards
-                if card.keyword not in ("CHECKSUM", "DATASUM")
+                if card.keyword not in ("CHECKSUM", "DATASUM", "RAWSHA")
             ]
             found.append(("cards", cards, hdu.header.get("DATASUM", "").encode()))
             data = hdu.data
