@@ -114,7 +114,10 @@ async def test_two_runs_on_one_instrument_at_once_never_overlap(
     home.mkdir()
     await _first_start(home)
     data = tmp_path / "data"
-    args = ("expose", "--type", "object", "--exptime", "2", "--count", "2")
+    # Each run holds the instrument for about 11 s: long enough that the other, started
+    # at the same moment, is up (its embedded API started) and has to wait, even when
+    # a loaded machine starts one process seconds after the other.
+    args = ("expose", "--type", "object", "--exptime", "5", "--count", "2")
     args += ("--port", str(archon_sim.port), "--data", str(data))
     folders = [tmp_path / "one", tmp_path / "two"]
     for folder in folders:
