@@ -129,8 +129,9 @@ def buffer_products(
     instrument: InstrumentConfig,
     buffer_number: int,
 ) -> list[CcdProduct]:
-    """Every CCD's products of one controller's buffer, here (benchmarks, tests and
-    tools; flows build them per CCD on Dask or in threads)."""
+    """Every CCD's products of one controller's buffer, in this thread: the in-process
+    path (through :func:`build_products`), benchmarks and tests. The Dask path builds
+    each CCD on its own worker instead (tasks/ccd_work.py)."""
     if buffer.shape != plan.acf.buffer_shape:
         raise ValueError(
             f"{plan.config.name}: buffer shape {buffer.shape} does not match the ACF's "
