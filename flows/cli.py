@@ -22,6 +22,7 @@ from flows.cli_support import DEFAULT_INSTRUMENT, fail, instrument_config, start
 from flows.history_cli import history_command
 from flows.outbox_cli import outbox_app
 from flows.safety_cli import safe_command
+from flows.server_cli import server_command
 
 if TYPE_CHECKING:
     from schemas.fits_rules import CardValue
@@ -385,6 +386,7 @@ def recover(
 app.command("history")(history_command)
 app.add_typer(outbox_app, name="outbox")
 app.command("safe")(safe_command)
+app.command("server")(server_command)
 
 
 if __name__ == "__main__":

@@ -10,10 +10,12 @@ set in the environment win, so PREFECT_API_URL can point at a real server.
 from __future__ import annotations
 
 import asyncio
+import base64
 import fcntl
 import os
 from pathlib import Path
 
+from flows.console_stack import running_api
 from flows.reaper import start_reaper
 
 STATE_DIR = Path("state")
@@ -35,8 +37,9 @@ def check_api(url: str, timeout: float = API_CHECK_TIMEOUT_S) -> None:
     after seconds of retries, with a traceback)."""
     import httpx
 
+    base = url.rstrip("/")
     try:
-        response = httpx.get(f"{url.rstrip('/')}/health", timeout=timeout)
+        response = httpx.get(f"{base}/health", timeout=timeout)
         response.raise_for_status()
     except httpx.HTTPError as exc:
         raise PrefectApiUnreachableError(
@@ -44,6 +47,21 @@ def check_api(url: str, timeout: float = API_CHECK_TIMEOUT_S) -> None:
             f"{type(exc).__name__}: {exc or 'no answer'}. Start the server, or unset "
             "PREFECT_API_URL to use the embedded API"
         ) from exc
+    # /health answers without credentials; ask something that needs them.
+    headers = {}
+    if auth := os.environ.get("PREFECT_API_AUTH_STRING"):
+        headers["Authorization"] = "Basic " + base64.b64encode(auth.encode()).decode()
+    try:
+        version = httpx.get(f"{base}/admin/version", headers=headers, timeout=timeout)
+    except httpx.HTTPError as exc:
+        raise PrefectApiUnreachableError(
+            f"the Prefect API at {url} (PREFECT_API_URL) stopped answering: {exc}"
+        ) from exc
+    if version.status_code == 401:
+        raise PrefectApiUnreachableError(
+            f"the Prefect API at {url} (PREFECT_API_URL) refused our credentials: set "
+            "PREFECT_API_AUTH_STRING to the server's PREFECT_SERVER_API_AUTH_STRING"
+        )
 
 
 def configure_prefect(state_dir: Path = STATE_DIR) -> Path:
@@ -51,10 +69,14 @@ def configure_prefect(state_dir: Path = STATE_DIR) -> Path:
 
     Also starts the command's reaper (flows/reaper.py): whatever the command starts
     from here on (its embedded Prefect API, simulators) is stopped when the command
-    dies, even by kill -9. A server named by PREFECT_API_URL must answer
-    (PrefectApiUnreachableError otherwise).
+    dies, even by kill -9. Without PREFECT_API_URL, a ``ccdflow server`` running from
+    ``state_dir`` is used. A server named by PREFECT_API_URL must answer, and accept
+    PREFECT_API_AUTH_STRING when it asks for one (PrefectApiUnreachableError otherwise).
     """
     start_reaper()
+    if not os.environ.get("PREFECT_API_URL") and (url := running_api(state_dir)):
+        # `ccdflow server` runs from this folder: use it, start no API of our own.
+        os.environ["PREFECT_API_URL"] = url
     if url := os.environ.get("PREFECT_API_URL"):
         check_api(url)
     home = Path(os.environ.setdefault("PREFECT_HOME", str((state_dir / "prefect").resolve())))
