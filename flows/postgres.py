@@ -115,9 +115,7 @@ class PostgresCluster:
     @property
     def url(self) -> str:
         """The SQLAlchemy URL Prefect's server connects with (asyncpg driver)."""
-        return (
-            f"postgresql+asyncpg://{SUPERUSER}:{self.password}@127.0.0.1:{self.port}/{DATABASE}"
-        )
+        return f"postgresql+asyncpg://{SUPERUSER}:{self.password}@127.0.0.1:{self.port}/{DATABASE}"
 
     def _spawn(self, args: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
         return subprocess.Popen(args, user=self.user, group=self._group(), **kwargs)
@@ -219,7 +217,7 @@ class PostgresCluster:
                     timeout=2,
                 )
                 break
-            except (OSError, asyncpg.CannotConnectNowError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, OSError, asyncpg.CannotConnectNowError) as exc:
                 if time.monotonic() > deadline:
                     raise PostgresError(
                         f"PostgreSQL did not answer on 127.0.0.1:{self.port} within "

@@ -62,9 +62,8 @@ def server_command(
         state=state, host=host, port=port, db_port=db_port, deploy=deploy, worker=worker
     )
     stack = ConsoleStack(settings, say=typer.echo)
-    previous = {
-        sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-    }
+    stop_signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, _on_signal) for sig in stop_signals}
     code = 0
     try:
         stack.start()
