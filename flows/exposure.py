@@ -22,6 +22,7 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 from flows.frame import acquire, finish, plan_exposure
+from flows.instrument_choice import DEFAULT_INSTRUMENT, InstrumentChoice, resolve_instrument
 from flows.masters import build_masters
 from flows.recovery import recover_frames
 from schemas.errors import ConfigError
@@ -245,9 +246,12 @@ async def _take_all(
 
 
 @flow(name="take-exposure")
-async def take_exposure(spec: ExposureSpec, instrument: InstrumentConfig) -> list[ExposureResult]:
+async def take_exposure(
+    spec: ExposureSpec, instrument: InstrumentChoice = DEFAULT_INSTRUMENT
+) -> list[ExposureResult]:
     """Take ``spec.count`` exposures of one kind (an interrupted call, repeated the same
     night, continues where it stopped)."""
+    instrument = resolve_instrument(instrument)
     name = f"take-{spec.image_type.value}"
     _check_all([spec], instrument, plan_instrument(instrument))
     async with instrument_lock(instrument):
@@ -260,7 +264,7 @@ async def take_exposure(spec: ExposureSpec, instrument: InstrumentConfig) -> lis
 @flow(name="run-sequence")
 async def run_sequence(
     sequence: SequenceSpec,
-    instrument: InstrumentConfig,
+    instrument: InstrumentChoice = DEFAULT_INSTRUMENT,
     pipelined: bool = True,
     resume: bool = True,
 ) -> SequenceResult:
@@ -271,6 +275,7 @@ async def run_sequence(
     first. ``pipelined=False`` finishes each exposure before the next starts (for
     comparison and for debugging a stage in isolation).
     """
+    instrument = resolve_instrument(instrument)
     specs = sequence.expand()
     _check_all(specs, instrument, plan_instrument(instrument))
     async with instrument_lock(instrument):
@@ -302,10 +307,11 @@ async def _calibration_set(
 
 @flow(name="calibrations")
 async def calibrations(
-    spec: CalibrationSpec, instrument: InstrumentConfig, resume: bool = True
+    spec: CalibrationSpec, instrument: InstrumentChoice = DEFAULT_INSTRUMENT, resume: bool = True
 ) -> SequenceResult:
     """Take a calibration set (biases, darks, flats and arcs, in that order) and build
     master bias, dark and flat frames from it (unless ``build_masters`` is off)."""
+    instrument = resolve_instrument(instrument)
     specs = spec.expand()
     _check_all(specs, instrument, plan_instrument(instrument))
     async with instrument_lock(instrument):
@@ -317,7 +323,7 @@ async def calibrations(
 
 @flow(name="observe-night")
 async def observe_night(
-    plan: NightPlan, instrument: InstrumentConfig, resume: bool = True
+    plan: NightPlan, instrument: InstrumentChoice = DEFAULT_INSTRUMENT, resume: bool = True
 ) -> list[SequenceResult]:
     """Take every step of a night plan in order; every step is checked before the first.
 
@@ -325,6 +331,7 @@ async def observe_night(
     taken keep their files and appear in the run history. Run again the same night,
     the plan continues where it stopped.
     """
+    instrument = resolve_instrument(instrument)
     plans = plan_instrument(instrument)
     steps = [(step, step.expand()) for step in plan.steps]
     for _, specs in steps:

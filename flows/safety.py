@@ -20,7 +20,7 @@ from prefect.artifacts import MarkdownArtifact
 from prefect.exceptions import PrefectException
 from pydantic import Field
 
-from schemas.instrument import InstrumentConfig
+from flows.instrument_choice import DEFAULT_INSTRUMENT, InstrumentChoice, resolve_instrument
 from schemas.safety import BufferState, ControllerSafety, SafetyReport
 from tasks.artifacts import ARTIFACT_TIMEOUT_S, artifact_key
 from tasks.instrument import plan_instrument
@@ -116,7 +116,7 @@ def _log(item: ControllerSafety) -> None:
 
 @flow(name="make-safe")
 async def make_safe(
-    instrument: InstrumentConfig,
+    instrument: InstrumentChoice = DEFAULT_INSTRUMENT,
     timeout_s: Annotated[float, Field(gt=0, le=600)] = 5.0,
 ) -> SafetyReport:
     """Abort any integration, reset every controller (shutter closed), report state.
@@ -126,6 +126,7 @@ async def make_safe(
     step on each controller. Raises InstrumentNotSafeError (the run ends Failed) after
     logging and publishing the report, if any controller is not confirmed safe.
     """
+    instrument = resolve_instrument(instrument)
     checked_at = datetime.now(UTC)
     plans = plan_instrument(instrument)
     results = await asyncio.gather(

@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from schemas.fits_rules import CardValue, check_keyword, check_value
+from schemas.form_order import positioned
 
 MAX_EXPTIME = 86_400.0
 """One day: longer integrations are a typo, not an observation."""
@@ -53,14 +54,15 @@ class StackMethod(StrEnum):
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Fields keep their declared order in the Prefect UI's forms (schemas/form_order.py).
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=positioned)
 
 
 class Binning(_Frozen):
     """On-chip binning: columns (x) and lines (y) summed per pixel."""
 
-    x: int = Field(default=1, ge=1, le=16)
-    y: int = Field(default=1, ge=1, le=16)
+    x: int = Field(default=1, ge=1, le=16, title="Columns (x)")
+    y: int = Field(default=1, ge=1, le=16, title="Lines (y)")
 
 
 class Window(_Frozen):
@@ -69,24 +71,24 @@ class Window(_Frozen):
     Checked against the controller's geometry when the flow plans the exposure.
     """
 
-    first_line: int = Field(default=0, ge=0)
-    lines: int = Field(ge=1)
-    first_pixel: int = Field(default=0, ge=0)
-    pixels: int = Field(ge=1)
+    first_line: int = Field(default=0, ge=0, title="First line")
+    lines: int = Field(ge=1, title="Lines")
+    first_pixel: int = Field(default=0, ge=0, title="First pixel")
+    pixels: int = Field(ge=1, title="Pixels")
 
 
 class Coordinates(_Frozen):
     """Where the telescope points, ICRS degrees."""
 
-    ra_deg: float = Field(ge=0.0, lt=360.0, allow_inf_nan=False)
-    dec_deg: float = Field(ge=-90.0, le=90.0, allow_inf_nan=False)
+    ra_deg: float = Field(ge=0.0, lt=360.0, allow_inf_nan=False, title="RA (deg)")
+    dec_deg: float = Field(ge=-90.0, le=90.0, allow_inf_nan=False, title="Dec (deg)")
 
 
 class Stacking(_Frozen):
     """Take ``frames`` readouts and combine them into one file (NCOMBINE, COMBMETH)."""
 
-    frames: int = Field(ge=2, le=1000)
-    method: StackMethod = StackMethod.MEDIAN
+    frames: int = Field(ge=2, le=1000, title="Frames")
+    method: StackMethod = Field(default=StackMethod.MEDIAN, title="Method")
 
 
 class ExposureSpec(_Frozen):
@@ -96,29 +98,48 @@ class ExposureSpec(_Frozen):
     to 0 rather than integrating for a frame that would then not be a bias.
     """
 
-    image_type: ImageType = Field(description="bias, dark, flat, object, arc or test")
+    image_type: ImageType = Field(
+        description="bias, dark, flat, object, arc or test", title="Image type"
+    )
     exptime: float = Field(
+        title="Exposure time (s)",
         default=0.0,
         ge=0.0,
         le=MAX_EXPTIME,
         allow_inf_nan=False,
         description="integration time in seconds (forced to 0 for a bias)",
     )
-    count: int = Field(default=1, ge=1, le=10_000, description="how many frames to take")
-    binning: Binning = Field(default_factory=Binning)
-    window: Window | None = Field(default=None, description="region of interest; None = all")
-    filter: str | None = Field(default=None, min_length=1, max_length=32, pattern=PRINTABLE)
+    count: int = Field(
+        default=1, ge=1, le=10_000, description="how many frames to take", title="Count"
+    )
+    binning: Binning = Field(default_factory=Binning, title="Binning")
+    window: Window | None = Field(
+        default=None, description="region of interest; None = all", title="Window"
+    )
+    filter: str | None = Field(
+        default=None, min_length=1, max_length=32, pattern=PRINTABLE, title="Filter"
+    )
     object_name: str | None = Field(
-        default=None, max_length=68, pattern=PRINTABLE, description="OBJECT card"
+        title="Object name",
+        default=None,
+        max_length=68,
+        pattern=PRINTABLE,
+        description="OBJECT card",
     )
-    coordinates: Coordinates | None = None
-    shutter: ShutterPolicy = ShutterPolicy.AUTO
+    coordinates: Coordinates | None = Field(default=None, title="Coordinates")
+    shutter: ShutterPolicy = Field(default=ShutterPolicy.AUTO, title="Shutter")
     readout_delay: int = Field(
-        default=0, ge=0, le=1_000_000, description="WaitCount units (10 ns) added per pixel"
+        title="Readout delay",
+        default=0,
+        ge=0,
+        le=1_000_000,
+        description="WaitCount units (10 ns) added per pixel",
     )
-    stacking: Stacking | None = None
+    stacking: Stacking | None = Field(default=None, title="Stacking")
     header: dict[str, CardValue] = Field(
-        default_factory=dict, description="extra FITS cards, checked against FITS rules"
+        title="Extra header cards",
+        default_factory=dict,
+        description="extra FITS cards, checked against FITS rules",
     )
 
     @model_validator(mode="before")

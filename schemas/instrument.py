@@ -29,6 +29,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from schemas.errors import ConfigError
+from schemas.form_order import positioned
 from schemas.header import HeaderSpec
 from schemas.naming import NightRule, check_template, check_timezone
 from schemas.processing import ProcessingConfig
@@ -43,7 +44,8 @@ ENV_PREFIX = "CCDFLOW_"
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Fields keep their declared order in the Prefect UI's forms (schemas/form_order.py).
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=positioned)
 
 
 class AmplifierConfig(_Frozen):

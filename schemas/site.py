@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from schemas.form_order import positioned
 from schemas.naming import check_timezone
 
 SITE_NAME = r"^[\x20-\x7e]+$"
@@ -21,7 +22,8 @@ SITE_NAME = r"^[\x20-\x7e]+$"
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Fields keep their declared order in the Prefect UI's forms (schemas/form_order.py).
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=positioned)
 
 
 class Site(_Frozen):

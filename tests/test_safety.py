@@ -466,17 +466,13 @@ def _required_examples(name: str) -> dict[str, Any]:
     return {key: yaml.safe_load((examples / file).read_text())}
 
 
-def test_make_safe_deployment_is_the_sim_instrument(prefect_yaml: dict[str, Any]) -> None:
-    from schemas.instrument import resolve_paths
+def test_every_deployment_drives_the_sim_instrument_by_name(prefect_yaml: dict[str, Any]) -> None:
+    from flows.instrument_choice import resolve_instrument
 
-    parameters = _deployments(prefect_yaml)["make-safe"]["parameters"]
-    given = InstrumentConfig.model_validate(parameters["instrument"])
-    assert resolve_paths(given, REPO, "prefect.yaml") == load_instrument(SIM_YAML)
-    for name in ACQUISITION:
-        assert (
-            _deployments(prefect_yaml)[name]["parameters"]["instrument"]
-            == (parameters["instrument"])
-        )
+    for name in [*ACQUISITION, "make-safe"]:
+        chosen = _deployments(prefect_yaml)[name]["parameters"]["instrument"]
+        assert chosen == "sim"
+        assert resolve_instrument(chosen) == load_instrument(SIM_YAML)
 
 
 def test_make_safe_runs_when_an_acquisition_run_fails_or_crashes(
@@ -545,7 +541,7 @@ async def test_prefect_deploy_creates_make_safe_and_a_failed_run_triggers_it(
         runs = await _runs_of(deployment.id, within=30.0)
         print(f"automation: make-safe run scheduled {time.monotonic() - failed_at:.1f} s after")
         [run] = runs
-        assert run["parameters"]["instrument"]["name"] == "ccdsim"
+        assert run["parameters"]["instrument"] == "sim"
         assert run["state"]["type"] == "SCHEDULED"
     finally:  # leave the session's API as it was: other tests count runs
         async with get_client() as client:
