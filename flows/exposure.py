@@ -24,6 +24,8 @@ from prefect.runtime import flow_run
 from flows.frame import acquire, finish, plan_exposure
 from flows.instrument_choice import DEFAULT_INSTRUMENT, InstrumentChoice, resolve_instrument
 from flows.masters import build_masters
+from flows.night_clock import NightClock
+from flows.operator import Decision, ask_operator
 from flows.recovery import recover_frames
 from schemas.errors import ConfigError
 from schemas.exposure import CalibrationSpec, ExposureSpec, NightPlan, SequenceSpec
@@ -104,6 +106,7 @@ async def _take_all(
     plan: _Plan,
     first_index: int = 0,
     publish: bool = True,
+    gate: Callable[[ExposureSpec], str | None] | None = None,
 ) -> SequenceResult:
     """Take ``specs`` in order, skipping what ``plan`` says is already done.
 
@@ -136,6 +139,7 @@ async def _take_all(
         else None
     )
     pending: asyncio.Future[None] | None = None
+    stopped: str | None = None
 
     notifications: list[asyncio.Future[object]] = []
 
@@ -178,6 +182,7 @@ async def _take_all(
             exposures=[results[i] for i in sorted(results)],
             elapsed_s=round(time.perf_counter() - start, 3),
             resumed=resumed,
+            stopped=stopped,
         )
 
     workers = contextlib.ExitStack()
@@ -196,6 +201,15 @@ async def _take_all(
                 for index, spec in planned:
                     if index in results:
                         continue
+                    if gate is not None and (stopped := gate(spec)) is not None:
+                        logger.warning(
+                            "%s: no further exposure (%d of %d taken): %s",
+                            name,
+                            len(results),
+                            total,
+                            stopped,
+                        )
+                        break
                     acquired = await acquire(
                         sessions,
                         spec,
@@ -286,7 +300,11 @@ async def run_sequence(
 
 
 async def _calibration_set(
-    spec: CalibrationSpec, instrument: InstrumentConfig, plan: _Plan, first_index: int = 0
+    spec: CalibrationSpec,
+    instrument: InstrumentConfig,
+    plan: _Plan,
+    first_index: int = 0,
+    gate: Callable[[ExposureSpec], str | None] | None = None,
 ) -> SequenceResult:
     specs = spec.expand()
     result = await _take_all(
@@ -297,10 +315,13 @@ async def _calibration_set(
         plan=plan,
         first_index=first_index,
         publish=False,
+        gate=gate,
     )
-    if spec.build_masters:
+    if spec.build_masters and result.stopped is None:
         masters = await build_masters(specs, result.exposures, instrument, spec.combine)
         result = result.model_copy(update={"masters": masters})
+    elif spec.build_masters:
+        get_run_logger().warning("%s: no masters from an incomplete set", spec.name)
     await publish_results(result)
     return result
 
@@ -327,28 +348,116 @@ async def observe_night(
 ) -> list[SequenceResult]:
     """Take every step of a night plan in order; every step is checked before the first.
 
-    A step that fails stops the night (the controllers are reset); the steps already
-    taken keep their files and appear in the run history. Run again the same night,
-    the plan continues where it stopped.
+    A step waits for its window to open and is skipped once it has closed; a step
+    with a question waits for the operator (the instrument released meanwhile); no
+    light exposure starts after morning twilight (``plan.light_until``). A step that
+    fails stops the night (the controllers are reset); the steps already taken keep
+    their files and appear in the run history. Run again the same night, the plan
+    continues where it stopped.
     """
     instrument = resolve_instrument(instrument)
     plans = plan_instrument(instrument)
     steps = [(step, step.expand()) for step in plan.steps]
     for _, specs in steps:
         _check_all(specs, instrument, plans)
+    clock = NightClock.for_plan(plan, instrument)
+    logger = get_run_logger()
+    if instrument.site is None and plan.light_until is not None:
+        logger.warning(
+            "%s has no site: light exposures are not stopped at twilight", instrument.name
+        )
     every = [spec for _, specs in steps for spec in specs]
-    results = []
-    async with instrument_lock(instrument):
-        progress = _Plan.open(instrument, plan.name, every, resume)
+    results: list[SequenceResult] = []
+    progress = _Plan.open(instrument, plan.name, every, resume)
+    async with _Holding(instrument) as holding:
         first = 0
         for step, specs in steps:
+            count = len(_flat(specs))
+            skipped = await _before_step(step.name, plan, clock, holding)
+            if skipped == Decision.STOP:
+                results.append(_not_taken(step.name, "the night was stopped"))
+                break
+            if skipped is not None:
+                results.append(_not_taken(step.name, skipped))
+                first += count
+                continue
+            await holding.hold()
+            gate = clock.exposure_gate(step.name)
             if isinstance(step, CalibrationSpec):
-                result = await _calibration_set(step, instrument, progress, first)
+                result = await _calibration_set(step, instrument, progress, first, gate)
             else:
                 result = await _take_all(
-                    step.name, specs, instrument, pipelined=True, plan=progress, first_index=first
+                    step.name,
+                    specs,
+                    instrument,
+                    pipelined=True,
+                    plan=progress,
+                    first_index=first,
+                    gate=gate,
                 )
             results.append(result)
-            first += len(_flat(specs))
-        progress.journal.close()
+            first += count
+    progress.journal.close()
     return results
+
+
+def _not_taken(name: str, reason: str) -> SequenceResult:
+    return SequenceResult(
+        name=name, flow_run_id=_current_flow_run_id(), exposures=[], elapsed_s=0.0, stopped=reason
+    )
+
+
+async def _before_step(
+    name: str, plan: NightPlan, clock: NightClock, holding: "_Holding"
+) -> str | None:
+    """Wait for the step's window and its operator; why it is not taken, or None.
+
+    Returns Decision.STOP when the operator's silence is configured to end the night.
+    """
+    logger = get_run_logger()
+    if reason := clock.closed(name):
+        logger.warning("%s: skipped, %s", name, reason)
+        return reason
+    if wait := clock.wait_s(name):
+        start, _ = clock.window(name)
+        assert start is not None
+        logger.info("%s: waiting %.0f s for its window (%s)", name, wait, clock.describe(start))
+        await holding.release()  # nobody waits on an idle instrument
+        await asyncio.sleep(wait)
+    if (question := plan.ask.get(name)) is not None:
+        await holding.release()
+        key = f"{plan.name}-{name}-{clock.night or datetime.now(UTC).date()}"
+        decision = await ask_operator(name, question, key)
+        if decision is Decision.STOP:
+            return Decision.STOP
+        if decision is Decision.SKIP:
+            return "the operator skipped it"
+        if reason := clock.closed(name):
+            logger.warning("%s: skipped, %s while waiting for the operator", name, reason)
+            return reason
+    return None
+
+
+class _Holding:
+    """The instrument lock, held across steps and released while the run waits."""
+
+    def __init__(self, instrument: InstrumentConfig) -> None:
+        self.instrument = instrument
+        self.stack: contextlib.AsyncExitStack | None = None
+
+    async def hold(self) -> None:
+        if self.stack is None:
+            stack = contextlib.AsyncExitStack()
+            await stack.enter_async_context(instrument_lock(self.instrument))
+            self.stack = stack
+
+    async def release(self) -> None:
+        stack, self.stack = self.stack, None
+        if stack is not None:
+            await stack.aclose()
+
+    async def __aenter__(self) -> "_Holding":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.release()

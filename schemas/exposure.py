@@ -16,6 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from schemas.fits_rules import CardValue, check_keyword, check_value
 from schemas.form_order import positioned
+from schemas.night_window import NightMoment, TimeWindow
+from schemas.operator import OperatorQuestion
 
 MAX_EXPTIME = 86_400.0
 """One day: longer integrations are a typo, not an observation."""
@@ -275,11 +277,25 @@ class NightPlan(_Frozen):
 
     Each step is a SequenceSpec (it has ``exposures``) or a CalibrationSpec (it has
     ``biases``/``darks``/``flats``/``arcs``); both forbid unknown keys, so a step is
-    one or the other, never both.
+    one or the other, never both. ``windows`` and ``ask`` name steps: a step does
+    not start outside its window, and may first ask the operator. Light exposures
+    (shutter open) are not started after ``light_until`` (morning twilight by
+    default; it needs the instrument's site).
     """
 
     name: str = Field(default="night", min_length=1, max_length=64, pattern=r"^[\w.-]+$")
     steps: list[SequenceSpec | CalibrationSpec] = Field(min_length=1)
+    windows: dict[str, TimeWindow] = Field(
+        default_factory=dict, title="Step windows", description="step name -> time window"
+    )
+    ask: dict[str, OperatorQuestion] = Field(
+        default_factory=dict, title="Operator questions", description="step name -> question"
+    )
+    light_until: NightMoment | None = Field(
+        default_factory=lambda: NightMoment(event="astronomical_dawn"),
+        title="Light exposures until",
+        description="no light exposure starts (or would end) after this; null: no limit",
+    )
 
     @model_validator(mode="after")
     def _unique_step_names(self) -> NightPlan:
@@ -287,4 +303,15 @@ class NightPlan(_Frozen):
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:
             raise ValueError(f"step names must be unique (they name archives): {repeated}")
+        for field, named in (("windows", self.windows), ("ask", self.ask)):
+            unknown = sorted(set(named) - set(names))
+            if unknown:
+                raise ValueError(f"{field}: no step named {', '.join(map(repr, unknown))}")
         return self
+
+    def uses_the_sun(self) -> bool:
+        """True when a window or the light limit is a Sun event (the site is needed)."""
+        moments = [self.light_until] + [
+            moment for window in self.windows.values() for moment in (window.start, window.end)
+        ]
+        return any(moment is not None and moment.event is not None for moment in moments)

@@ -34,6 +34,7 @@ from schemas.header import HeaderSpec
 from schemas.naming import NightRule, check_template, check_timezone
 from schemas.processing import ProcessingConfig
 from schemas.products import Product
+from schemas.site import Site, SunHorizons
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,15}$"
 """Names that are safe in file names and FITS values."""
@@ -314,6 +315,12 @@ class InstrumentConfig(_Frozen):
         description="measured minus requested integration beyond this is flagged (EXPFLAG)",
     )
     header: HeaderSpec = Field(default_factory=HeaderSpec)
+    site: Site | None = Field(
+        default=None, description="where the instrument is (Sun events, the night's date)"
+    )
+    horizons: SunHorizons = Field(
+        default_factory=SunHorizons, description="Sun altitudes of sunset and the twilights"
+    )
 
     @field_validator("controllers")
     @classmethod

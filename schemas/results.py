@@ -89,3 +89,8 @@ class SequenceResult(BaseModel):
         default_factory=list,
         description="exposure numbers taken by an earlier, interrupted run of this plan",
     )
+    stopped: str | None = Field(
+        default=None,
+        description="why the step ended before its last exposure (its window closed, "
+        "morning twilight, skipped by the operator); None when it took everything",
+    )

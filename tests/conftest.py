@@ -57,4 +57,8 @@ def sim_instrument(tmp_path: Path, archon_sim: object) -> object:
     # API, and a slot another test's killed or timed-out run left behind (until its
     # lease expires) must not decide this test. The controller locks are per port.
     limit = f"instrument-ccdsim-{uuid.uuid4().hex[:12]}"
-    return InstrumentConfig.model_validate({**config.model_dump(), "concurrency_name": limit})
+    # No site: a test's night plan must not depend on the hour at the site (light
+    # exposures stop at its morning twilight); tests of that give a site of their own.
+    return InstrumentConfig.model_validate(
+        {**config.model_dump(), "concurrency_name": limit, "site": None}
+    )

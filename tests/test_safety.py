@@ -439,8 +439,12 @@ def test_prefect_yaml_deploys_every_flow_on_the_ccdflow_pool(prefect_yaml: dict[
     from prefect.flows import load_flow_from_entrypoint
 
     model = PrefectYamlModel.model_validate(prefect_yaml)  # what `prefect deploy` reads
-    assert {d.name for d in model.deployments} == {*ACQUISITION, "make-safe"}
-    expected = {**ACQUISITION, "make-safe": "flows/safety.py:make_safe"}
+    assert {d.name for d in model.deployments} == {*ACQUISITION, "make-safe", "plan-night"}
+    expected = {
+        **ACQUISITION,
+        "make-safe": "flows/safety.py:make_safe",
+        "plan-night": "flows/plan_night.py:plan_night",
+    }
     for deployment in model.deployments:
         assert deployment.name is not None
         assert deployment.entrypoint == expected[deployment.name]
@@ -469,7 +473,7 @@ def _required_examples(name: str) -> dict[str, Any]:
 def test_every_deployment_drives_the_sim_instrument_by_name(prefect_yaml: dict[str, Any]) -> None:
     from flows.instrument_choice import resolve_instrument
 
-    for name in [*ACQUISITION, "make-safe"]:
+    for name in [*ACQUISITION, "make-safe", "plan-night"]:
         chosen = _deployments(prefect_yaml)[name]["parameters"]["instrument"]
         assert chosen == "sim"
         assert resolve_instrument(chosen) == load_instrument(SIM_YAML)
