@@ -139,7 +139,14 @@ def test_every_prefect_ls_works_against_the_server(
 
 def test_every_deployment_is_on_the_server(deployed: dict[str, str]) -> None:
     listed = _prefect(deployed, "deployment", "ls")
-    for name in ("take-exposure", "run-sequence", "calibrations", "observe-night", "make-safe", "plan-night"):
+    for name in (
+        "take-exposure",
+        "run-sequence",
+        "calibrations",
+        "observe-night",
+        "make-safe",
+        "plan-night",
+    ):
         assert f"{name}/{name}" in listed.stdout, listed.stdout
 
 
