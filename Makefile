@@ -10,13 +10,14 @@ PYTHON ?= python3
 UV ?= $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 RUN := $(UV) run --frozen --no-sync
 
-.PHONY: help sync demo test lint typecheck pytest bench tools clean
+.PHONY: help sync demo test lint typecheck pytest bench tools clean server
 
 help:
 	@echo "make demo   - run a short sequence on the simulated instrument (files in ./data)"
 	@echo "make test   - lint, type-check and run the whole test suite"
 	@echo "make bench  - time the stages of one exposure (table + bench/results/*.json)"
-	@echo "make tools  - (root) install fitsverify and h5dump, used by tests when present"
+	@echo "make server - the operator's console: PostgreSQL, Prefect server and UI, worker"
+	@echo "make tools  - (root) install fitsverify, h5dump, postgresql, chromium for the tests"
 
 .tools/bin/uv:
 	$(PYTHON) -m venv .tools
@@ -30,6 +31,9 @@ sync: .venv/.synced
 
 demo: sync
 	$(RUN) ccdflow demo
+
+server: sync
+	$(RUN) ccdflow server
 
 lint: sync
 	$(RUN) ruff check .
@@ -51,8 +55,13 @@ bench: sync
 	$(RUN) python -m bench.pipeline
 	$(RUN) python -m bench.postprocess --repeats 3
 
+# Debian packages the tests use when present: file checkers, the console's database
+# and browser. Skips the update when all are there already.
+TOOL_PACKAGES := fitsverify hdf5-tools postgresql chromium
 tools:
-	apt-get update -qq && apt-get install -y -qq fitsverify hdf5-tools
+	@if dpkg -s $(TOOL_PACKAGES) >/dev/null 2>&1; then echo "tools: all installed"; else \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends $(TOOL_PACKAGES); fi
 
 clean:
 	rm -rf .venv .tools state data bench/results .pytest_cache .mypy_cache .ruff_cache

@@ -17,6 +17,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
@@ -187,9 +188,15 @@ async def _take_all(
 
     workers = contextlib.ExitStack()
     dask_client = None
+    dask_opening: asyncio.Future[Any] | None = None
     if supports_layout(instrument) and not instrument.archive.hdf5:
-        # Opened in a thread: the synchronous client runs its own event loop there.
-        dask_client = await asyncio.to_thread(workers.enter_context, open_client(instrument.dask))
+        # Opened in a thread (the synchronous client runs its own event loop there)
+        # while the controllers are connected: both take about a second, and the
+        # first exposure waits for neither longer than it must. A scheduler that
+        # does not answer still fails the run before any exposure starts.
+        dask_opening = asyncio.ensure_future(
+            asyncio.to_thread(workers.enter_context, open_client(instrument.dask))
+        )
     try:
         async with open_instrument(plans) as sessions:
             system = await _system_info(sessions)
@@ -197,6 +204,8 @@ async def _take_all(
                 if recovered.journal == plan.journal.path and recovered.index is not None:
                     results[recovered.index] = recovered.result
                     resumed.append(recovered.result.expnum)
+            if dask_opening is not None:
+                dask_client = await dask_opening
             try:
                 for index, spec in planned:
                     if index in results:
@@ -250,6 +259,11 @@ async def _take_all(
             await asyncio.shield(publish_results(sequence_result()))
         raise
     finally:
+        if dask_opening is not None:
+            # The controllers failed while Dask was opening: close it once it is open.
+            with contextlib.suppress(BaseException):
+                await dask_opening
+            await asyncio.to_thread(workers.close)
         for outcome in await asyncio.gather(*notifications, return_exceptions=True):
             if isinstance(outcome, BaseException):
                 logger.error("a notification could not be queued: %s", outcome)

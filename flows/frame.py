@@ -19,11 +19,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 import numpy.typing as npt
-from distributed import Client
 from prefect import get_run_logger
 from prefect.runtime import flow_run
 
@@ -57,6 +56,9 @@ from tasks.savepoint import (
 from tasks.stack import combine
 from tasks.telemetry import Snapshot, take_snapshot
 from tasks.write import CcdProduct, exposure_paths, write_exposure
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 T = TypeVar("T")
 RawFrame = npt.NDArray[np.uint16] | npt.NDArray[np.uint32]

@@ -13,8 +13,8 @@ import contextlib
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from distributed import Client
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
@@ -24,6 +24,9 @@ from schemas.products import Product
 from schemas.results import ExposureResult, FileRecord, MasterRecord
 from tasks.dask_cluster import open_client
 from tasks.master_build import MasterGroup, build_master, master_groups
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 MIN_FRAMES = 3
 """Fewer frames than this make a master that is noisier than it should be: warn."""

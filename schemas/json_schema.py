@@ -15,12 +15,14 @@ from pydantic import BaseModel
 from schemas.exposure import CalibrationSpec, ExposureSpec, NightPlan, SequenceSpec
 from schemas.header import HeaderSpec
 from schemas.instrument import InstrumentConfig
+from schemas.night_schedule import NightSchedule
 
 MODELS: dict[str, type[BaseModel]] = {
     "exposure": ExposureSpec,
     "sequence": SequenceSpec,
     "calibration": CalibrationSpec,
     "night": NightPlan,
+    "night-schedule": NightSchedule,
     "instrument": InstrumentConfig,
     "header": HeaderSpec,
 }

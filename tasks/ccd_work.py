@@ -28,10 +28,10 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
-from distributed import Client, Future
 
 from schemas.instrument import FileLayout, InstrumentConfig
 from schemas.results import FileRecord
@@ -40,6 +40,9 @@ from tasks.header import ExposureFacts
 from tasks.instrument import ControllerPlan
 from tasks.raw_frames import region_in_slice
 from tasks.write import CcdProduct, write_exposure_files
+
+if TYPE_CHECKING:
+    from distributed import Client, Future
 
 __all__ = ["CcdOutcome", "process_exposure_on_dask", "region_in_slice", "supports_layout"]
 

@@ -18,10 +18,15 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
-
-from distributed import Client, LocalCluster
+from typing import TYPE_CHECKING
 
 from schemas.instrument import DaskConfig
+
+if TYPE_CHECKING:
+    from distributed import Client, LocalCluster
+
+# distributed is imported where a client is made: it takes about a second to import,
+# and a flow run's first exposure should not wait for it.
 
 # distributed ships type hints, but Client(), LocalCluster() and Client.close() are
 # unannotated: the calls below carry targeted no-untyped-call ignores.
@@ -39,6 +44,8 @@ class SchedulerUnreachableError(ConnectionError):
 
 def local_cluster(threads: int) -> LocalCluster:
     """One in-process worker with ``threads`` threads; HTTP on loopback only."""
+    from distributed import LocalCluster
+
     return LocalCluster(  # type: ignore[no-untyped-call]
         processes=False,
         n_workers=1,
@@ -53,6 +60,8 @@ def local_cluster(threads: int) -> LocalCluster:
 
 def connect(address: str, timeout: float = CONNECT_TIMEOUT_S) -> Client:
     """A client of the scheduler at ``address``; SchedulerUnreachableError names it."""
+    from distributed import Client
+
     try:
         return Client(address, timeout=timeout)  # type: ignore[no-untyped-call]
     except (OSError, TimeoutError) as exc:
@@ -76,6 +85,8 @@ def open_client(config: DaskConfig, *, timeout: float = CONNECT_TIMEOUT_S) -> It
     Opening takes about a second (or up to the connect timeout): open it once per
     sequence, not per exposure, and from a thread when an event loop must stay free.
     """
+    from distributed import Client
+
     _quiet_distributed()
     if config.scheduler is not None:
         client = connect(config.scheduler, timeout)

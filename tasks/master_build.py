@@ -36,11 +36,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 from astropy.io import fits
-from distributed import Client
 
 from schemas.exposure import ExposureSpec, ImageType, StackMethod
 from schemas.instrument import CcdConfig, InstrumentConfig
@@ -54,6 +54,9 @@ from tasks.manifest import append_manifest
 from tasks.masters import IMAGETYP
 from tasks.publish import WrittenFile
 from tasks.write import night_folder
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 FloatImage = npt.NDArray[np.float32]
 

@@ -10,6 +10,7 @@ import yaml
 from schemas.exposure import CalibrationSpec, ExposureSpec, NightPlan, SequenceSpec
 from schemas.instrument import load_instrument
 from schemas.json_schema import MODELS, schema_text
+from schemas.night_schedule import NightSchedule
 
 from .conftest import REPO
 
@@ -31,6 +32,8 @@ def test_committed_schema_matches_the_model(name: str) -> None:
         ("sequence.yaml", SequenceSpec),
         ("calibrations.yaml", CalibrationSpec),
         ("night.yaml", NightPlan),
+        ("night-by-the-sun.yaml", NightPlan),
+        ("night-schedule.yaml", NightSchedule),
     ],
 )
 def test_examples_validate(file: str, model: type[ExposureSpec]) -> None:
