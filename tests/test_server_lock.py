@@ -27,6 +27,7 @@ from .conftest import REPO
 pytestmark = pytest.mark.slow
 
 STARTUP_S = 120.0
+AUTH = "operator:test-only-secret"
 
 
 def _free_port() -> int:
@@ -63,6 +64,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]
         # Schedule at once rather than once a minute, so the test waits seconds.
         "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2",
         "PREFECT_LOGGING_LEVEL": "WARNING",
+        # With API authentication on, as an observatory exposes it: every command
+        # below authenticates with the client's setting.
+        "PREFECT_SERVER_API_AUTH_STRING": AUTH,
+        "PREFECT_API_AUTH_STRING": AUTH,
     }
     log = (home / "server.log").open("w")
     process = subprocess.Popen(
@@ -162,6 +167,7 @@ def test_the_scheduler_creates_runs_for_a_schedule(deployed: dict[str, str]) -> 
         response = httpx.post(
             f"{api}/flow_runs/filter",
             json={"flow_runs": {"state": {"type": {"any_": ["SCHEDULED"]}}}, "limit": 10},
+            auth=tuple(AUTH.split(":", 1)),  # type: ignore[arg-type]
             timeout=10,
         )
         response.raise_for_status()
@@ -172,3 +178,21 @@ def test_the_scheduler_creates_runs_for_a_schedule(deployed: dict[str, str]) -> 
     # sqlalchemy 2.1: the scheduler fails every loop ("Can't evaluate bulk DML
     # statement") and this list stays empty.
     assert runs, "the scheduler created no run within 60 s"
+
+
+def test_the_api_check_names_the_auth_setting_when_credentials_are_wrong(
+    server: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flows.settings import PrefectApiUnreachableError, check_api
+
+    api = server["PREFECT_API_URL"]
+    monkeypatch.setenv("PREFECT_API_AUTH_STRING", AUTH)
+    check_api(api)  # the right credentials pass
+    monkeypatch.setenv("PREFECT_API_AUTH_STRING", "operator:wrong")
+    with pytest.raises(PrefectApiUnreachableError, match="PREFECT_API_AUTH_STRING"):
+        check_api(api)
+    monkeypatch.delenv("PREFECT_API_AUTH_STRING")
+    with pytest.raises(PrefectApiUnreachableError, match="refused our credentials"):
+        check_api(api)
+    anonymous = httpx.post(f"{api}/flow_runs/filter", json={}, timeout=10)
+    assert anonymous.status_code == 401
