@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import glob
 import os
 import pwd
@@ -103,10 +104,18 @@ class PostgresCluster:
     def __init__(self, root: Path, port: int) -> None:
         self.paths = ClusterPaths(root.resolve())
         self.port = port
-        self.user = _run_as()
-        self.binaries = find_binaries()
         self.process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
+
+    @functools.cached_property
+    def user(self) -> str | None:
+        """Checked when first needed, so a console that refuses to start for another
+        reason says that reason, not that PostgreSQL is missing."""
+        return _run_as()
+
+    @functools.cached_property
+    def binaries(self) -> Path:
+        return find_binaries()
 
     @property
     def password(self) -> str:
