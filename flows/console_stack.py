@@ -22,13 +22,15 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from flows.postgres import PostgresCluster
+from flows.warm_start import SOCKET_VARIABLE as WARM_ENGINE_VARIABLE
 
 STATE_SUBDIR = "server"
 API_FILE = "api.json"
@@ -41,6 +43,18 @@ SERVER_GRACE_S = 3.0
 WORKER_QUERY_SECONDS = 1
 """How often the worker asks for runs to start (Prefect's default is 10 s): a run
 triggered from the UI starts within about this long."""
+
+
+def warm_job_template() -> dict[str, Any]:
+    """Prefect's process job template, with runs started by the warm engine's
+    launcher (flows/warm_start.py) unless a deployment gives its own command."""
+    from prefect.workers.process import ProcessWorker
+
+    template = ProcessWorker.get_default_base_job_template()
+    template["variables"]["properties"]["command"]["default"] = (
+        f"{sys.executable} -m flows.warm_start"
+    )
+    return template
 
 
 class ConsoleError(RuntimeError):
@@ -152,10 +166,23 @@ class ConsoleStack:
         self.database = PostgresCluster(self.root / "postgres", settings.db_port)
         self.server: _Child | None = None
         self.worker: _Child | None = None
+        self.warm_engine: _Child | None = None
         self._lock: IO[str] | None = None
+        self._short_socket: Path | None = None
         self.timings: dict[str, float] = {}
 
     # -- start -----------------------------------------------------------------------
+
+    @property
+    def warm_socket(self) -> Path:
+        """The warm engine's socket: in our state folder unless that path is too long
+        for a Unix socket (about 100 bytes), then in a private temporary folder."""
+        path = self.root / "warm-engine.sock"
+        if len(str(path)) < 100:
+            return path
+        if self._short_socket is None:
+            self._short_socket = Path(tempfile.mkdtemp(prefix="ccdflow-")) / "warm.sock"
+        return self._short_socket
 
     def _hold_state(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -195,6 +222,7 @@ class ConsoleStack:
             # The UI copies itself at start; keep that copy in our state folder.
             "PREFECT_SERVER_UI_STATIC_DIRECTORY": str(self.root / "ui"),
             "PREFECT_WORKER_QUERY_SECONDS": str(WORKER_QUERY_SECONDS),
+            WARM_ENGINE_VARIABLE: str(self.warm_socket),
         }
         auth = env.get("PREFECT_SERVER_API_AUTH_STRING")
         if auth:
@@ -231,9 +259,29 @@ class ConsoleStack:
             env,
             self.logs / "server.log",
         )
+        if self.settings.worker:
+            # Imports Prefect and the flows once (about 4 s) while the server starts.
+            self.warm_engine = _Child(
+                "warm engine",
+                [sys.executable, "-m", "flows.warm_engine", str(self.warm_socket)],
+                env,
+                self.logs / "warm-engine.log",
+            )
         self._wait_for_server()
         self.timings["server_s"] = time.monotonic() - began
-        self._prefect(env, "work-pool", "create", WORK_POOL, "--type", "process", "--overwrite")
+        template = self.root / "process-job-template.json"
+        template.write_text(json.dumps(warm_job_template(), indent=2), encoding="utf-8")
+        self._prefect(
+            env,
+            "work-pool",
+            "create",
+            WORK_POOL,
+            "--type",
+            "process",
+            "--base-job-template",
+            str(template),
+            "--overwrite",
+        )
         if self.settings.worker:
             self.say(f"process worker on pool '{WORK_POOL}'")
             self.worker = _Child(
@@ -310,7 +358,7 @@ class ConsoleStack:
 
     def exited(self) -> str | None:
         """The name and log of a part that stopped by itself, or None."""
-        for child in (self.worker, self.server):
+        for child in (self.worker, self.warm_engine, self.server):
             if child is not None and child.process.poll() is not None:
                 return (
                     f"the {child.name} exited with {child.process.returncode} "
@@ -331,6 +379,9 @@ class ConsoleStack:
         worker, self.worker = self.worker, None
         if worker is not None:
             worker.stop(WORKER_GRACE_S)
+        warm, self.warm_engine = self.warm_engine, None
+        if warm is not None:
+            warm.stop(WORKER_GRACE_S)
         server, self.server = self.server, None
         if server is not None:
             server.stop(SERVER_GRACE_S)
