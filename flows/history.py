@@ -138,6 +138,8 @@ def summarize_parameters(parameters: Mapping[str, Any]) -> ParameterSummary:
             planned.update(found[2])
         elif isinstance(value, Mapping) and _is_instrument(value):
             instrument = str(value["name"])
+        elif name == "instrument" and isinstance(value, str):
+            instrument = value  # a configured instrument, by name (the deployments)
         elif value is None or isinstance(value, str | int | float | bool):
             options[name] = json.dumps(value)
         else:

@@ -586,3 +586,9 @@ def test_history_command_refuses_a_bad_limit() -> None:
     outcome = runner.invoke(_cli(), ["history", "--limit", "0"])
     assert outcome.exit_code == 2
     assert "--limit" in outcome.output
+
+
+def test_an_instrument_given_by_name_is_the_runs_instrument() -> None:
+    summary = summarize_parameters({"spec": {"image_type": "bias"}, "instrument": "sim"})
+    assert summary.instrument == "sim"
+    assert "instrument" not in summary.options
