@@ -26,9 +26,8 @@ import numpy.typing as npt
 from prefect import get_run_logger
 from prefect.runtime import flow_run
 
-from devices.archon.errors import ArchonError
 from devices.archon.window import Window as ReadoutWindow
-from devices.base import ExposureTimes
+from devices.base import DeviceError, ExposureTimes
 from schemas.errors import ConfigError
 from schemas.exposure import ExposureSpec
 from schemas.instrument import FailurePolicy, InstrumentConfig
@@ -366,7 +365,7 @@ async def _save_point(
     live = [s for s in sessions if s.plan.config.name in buffers]
     try:
         statuses = await asyncio.gather(*(s.controller.frame() for s in live))
-    except ArchonError as exc:
+    except DeviceError as exc:
         get_run_logger().warning("exposure %d: no save-point (FRAME failed: %s)", expnum, exc)
         return
     frames = {}

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 
-from devices.archon.errors import ArchonError
+from devices.base import DeviceError
 from flows.frame import Acquired, ReadFrame, StageClock, finish, plan_exposure
 from schemas.errors import ConfigError
 from schemas.instrument import InstrumentConfig
@@ -97,7 +97,7 @@ async def recover_frames(
     for point in pending_savepoints(instrument):
         try:
             gone = await _still_there(point, by_name)
-        except (ArchonError, ValueError) as exc:
+        except (DeviceError, ValueError) as exc:
             gone = f"cannot check the buffers: {exc}"
         if gone is not None:
             where = set_aside(instrument, point.expnum, gone)

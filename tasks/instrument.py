@@ -12,9 +12,10 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from devices.archon.acf import AcfConfig, AcfError, CcdRegion, ccd_layout, load_acf
+from devices.archon.acf import AcfConfig, AcfError, ccd_layout, load_acf
 from devices.archon.controller import ArchonController, ControllerTiming
 from devices.archon.errors import ArchonError
+from devices.geometry import CcdRegion
 from schemas.errors import ConfigError
 from schemas.instrument import ControllerConfig, InstrumentConfig
 from schemas.processing import OverscanMethod

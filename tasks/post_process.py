@@ -20,7 +20,7 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from devices.archon.acf import CcdRegion
+from devices.geometry import CcdRegion
 from schemas.exposure import ExposureSpec
 from schemas.instrument import CcdConfig
 from schemas.processing import ProcessingConfig

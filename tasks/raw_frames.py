@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from devices.archon.acf import AmplifierRegion, CcdRegion, Tap
+from devices.geometry import AmplifierRegion, CcdRegion, Tap
 from schemas.exposure import Window
 from tasks.fits_cards import Card
 from tasks.sections import Box

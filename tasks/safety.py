@@ -32,8 +32,8 @@ from collections.abc import Awaitable
 from typing import TypeVar
 
 from devices.archon.controller import ArchonController
-from devices.archon.errors import ArchonError
 from devices.archon.status import FrameStatus
+from devices.base import DeviceError
 from schemas.safety import BufferState, ControllerSafety, SafetyReport
 from tasks.instrument import ControllerPlan, controller_for
 
@@ -46,7 +46,7 @@ IDLE_CHECK_S = 0.1
 """Interval between the two FRAME reads that tell whether a buffer is still being
 written: long enough for any readout to add a line, short beside a human's reaction."""
 
-_STEP_ERRORS = (ArchonError, TimeoutError)
+_STEP_ERRORS = (DeviceError, TimeoutError)
 
 
 class InstrumentNotSafeError(RuntimeError):

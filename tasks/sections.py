@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from devices.archon.acf import AmplifierRegion
+from devices.geometry import AmplifierRegion
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,10 +42,32 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TypeVar
 
 import numpy as np
-import numpy.typing as npt
+
+from devices.geometry import (
+    AmplifierRegion,
+    CcdRegion,
+    Tap,
+    amplifier_data,
+    assemble_ccd,
+)
+
+__all__ = [
+    "AcfConfig",
+    "AcfError",
+    "AmplifierRegion",
+    "CcdRegion",
+    "Tap",
+    "amplifier_data",
+    "assemble_ccd",
+    "ccd_layout",
+    "load_acf",
+    "parse_acf",
+    "parse_wire_lines",
+    "tap_regions",
+]
 
 __all__ = [
     "AcfConfig",
@@ -100,17 +122,6 @@ class AcfError(ValueError):
         if key:
             prefix += f"{key}: "
         super().__init__(prefix + message)
-
-
-@dataclass(frozen=True, slots=True)
-class Tap:
-    """One TAPLINE: an ADC channel, its readout direction and digital gain/offset."""
-
-    index: int
-    channel: str
-    direction: Literal["L", "R"]
-    gain: float
-    offset: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -407,31 +418,6 @@ def _parse_parameters(entries: list[_Entry], source: str) -> dict[str, str]:
 # --------------------------------------------------------------------------- geometry
 
 
-@dataclass(frozen=True, slots=True)
-class AmplifierRegion:
-    """Where one amplifier's pixels are in the raw buffer and in its assembled CCD."""
-
-    name: str
-    tap: Tap
-    buffer_rows: slice
-    buffer_cols: slice
-    flip_rows: bool
-    flip_cols: bool
-    ccd_rows: slice
-    ccd_cols: slice
-
-
-@dataclass(frozen=True, slots=True)
-class CcdRegion:
-    """One CCD's part of the raw buffer and how its amplifiers assemble into an image."""
-
-    index: int
-    buffer_rows: slice
-    buffer_cols: slice
-    shape: tuple[int, int]
-    amplifiers: tuple[AmplifierRegion, ...]
-
-
 def tap_regions(acf: AcfConfig) -> tuple[tuple[slice, slice], ...]:
     """(rows, cols) of each tap's block in the raw buffer, in tap order."""
     lines, pixels, n_taps = acf.line_count, acf.pixel_count, len(acf.taps)
@@ -514,33 +500,3 @@ def ccd_layout(acf: AcfConfig, n_ccds: int) -> tuple[CcdRegion, ...]:
             )
         )
     return tuple(ccds)
-
-
-def _check_covers(buffer: npt.NDArray[Any], rows: slice, cols: slice) -> None:
-    if buffer.ndim != 2:
-        raise ValueError(f"expected a 2-D buffer, got shape {buffer.shape}")
-    if buffer.shape[0] < rows.stop or buffer.shape[1] < cols.stop:
-        raise ValueError(
-            f"buffer of shape {buffer.shape} does not cover rows {rows.start}:{rows.stop}, "
-            f"columns {cols.start}:{cols.stop}"
-        )
-
-
-def amplifier_data(buffer: npt.NDArray[_S], amp: AmplifierRegion) -> npt.NDArray[_S]:
-    """View of one amplifier's block in READOUT order (overscan columns last, no flip)."""
-    _check_covers(buffer, amp.buffer_rows, amp.buffer_cols)
-    return buffer[amp.buffer_rows, amp.buffer_cols]
-
-
-def assemble_ccd(buffer: npt.NDArray[_S], ccd: CcdRegion) -> npt.NDArray[_S]:
-    """New array with the CCD's amplifiers flipped into physical orientation."""
-    _check_covers(buffer, ccd.buffer_rows, ccd.buffer_cols)
-    image: npt.NDArray[_S] = np.empty(ccd.shape, dtype=buffer.dtype)
-    for amp in ccd.amplifiers:
-        block = buffer[amp.buffer_rows, amp.buffer_cols]
-        if amp.flip_rows:
-            block = block[::-1, :]
-        if amp.flip_cols:
-            block = block[:, ::-1]
-        image[amp.ccd_rows, amp.ccd_cols] = block
-    return image
