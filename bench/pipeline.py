@@ -53,10 +53,10 @@ async def _sdss_like(
     from archon.controller.controller import ArchonController as SdssController
 
     from schemas.exposure import ExposureSpec
-    from tasks.ccd_products import buffer_products
-    from tasks.header import ExposureFacts
-    from tasks.instrument import plan_instrument
-    from tasks.numbering import next_exposure_number
+    from tasks.control.instrument import plan_instrument
+    from tasks.durable.numbering import next_exposure_number
+    from tasks.headers.header import ExposureFacts
+    from tasks.processing.ccd_products import buffer_products
     from tasks.write import write_exposure_files
 
     config = instrument.with_overrides(data_root=data_root / "sdss")

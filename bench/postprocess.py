@@ -1,7 +1,7 @@
 """Post-processing one 4-CCD exposure: serial vs Dask threads vs Dask processes.
 
 Each case turns one raw buffer into overscan-corrected per-CCD FITS files (process +
-write + manifest), the work ``tasks/ccd_work.py`` ships to Dask workers:
+write + manifest), the work ``tasks/processing/ccd_work.py`` ships to Dask workers:
 
 * serial: ``process_buffer`` then ``write_exposure_files``, in this thread;
 * Dask threads: ``process_exposure_on_dask`` on the in-process cluster ccdflow opens
@@ -46,8 +46,8 @@ if TYPE_CHECKING:  # imported lazily below: Prefect must be configured before im
     from distributed import Client, LocalCluster
 
     from schemas.instrument import InstrumentConfig
-    from tasks.header import ExposureFacts
-    from tasks.instrument import ControllerPlan
+    from tasks.control.instrument import ControllerPlan
+    from tasks.headers.header import ExposureFacts
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REPO = Path(__file__).resolve().parents[1]
@@ -113,7 +113,7 @@ class Runner:
 
     def facts(self) -> ExposureFacts:
         from schemas.exposure import ExposureSpec
-        from tasks.header import ExposureFacts
+        from tasks.headers.header import ExposureFacts
 
         self.expnum += 1
         spec = ExposureSpec(image_type="bias")
@@ -123,7 +123,7 @@ class Runner:
         )
 
     def serial(self) -> None:
-        from tasks.ccd_products import buffer_products
+        from tasks.processing.ccd_products import buffer_products
         from tasks.write import write_exposure_files
 
         facts = self.facts()
@@ -131,7 +131,7 @@ class Runner:
         write_exposure_files(products, facts, self.instrument, datetime.now(UTC))
 
     def on_dask(self, client: Client) -> Callable[[], None]:
-        from tasks.ccd_work import process_exposure_on_dask
+        from tasks.processing.ccd_work import process_exposure_on_dask
 
         def run() -> None:
             facts = self.facts()
@@ -156,10 +156,10 @@ class Runner:
 
 
 def process_cluster(workers: int) -> LocalCluster:
-    """Worker processes on 127.0.0.1, HTTP on loopback (as tasks/dask_cluster.py)."""
+    """Worker processes on 127.0.0.1, HTTP on loopback (as tasks/processing/dask_cluster.py)."""
     from distributed import LocalCluster
 
-    from tasks.dask_cluster import LOOPBACK_HTTP
+    from tasks.processing.dask_cluster import LOOPBACK_HTTP
 
     return LocalCluster(  # type: ignore[no-untyped-call]
         processes=True,
@@ -176,8 +176,8 @@ def run(repeats: int, taps: int) -> dict[str, Any]:
     from distributed import Client
 
     from schemas.instrument import DaskConfig
-    from tasks.dask_cluster import open_client
-    from tasks.instrument import plan_instrument
+    from tasks.control.instrument import plan_instrument
+    from tasks.processing.dask_cluster import open_client
 
     with TemporaryDirectory(prefix=".bench-postprocess-", dir=REPO) as tmp:
         acf = Path(tmp) / "bench.acf"

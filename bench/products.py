@@ -4,7 +4,7 @@ One exposure is 4 CCDs of 4096 x 3072 (the size bench/write.py uses), read by a
 made-up controller in split frame mode (8 taps, 2 per CCD; 3040 pixels + 32 overscan
 per line, 2048 lines per tap), from a bias-like buffer (1000 ADU, 4.5 ADU of noise,
 a gentle gradient). Each case runs the path a Dask worker runs for its CCDs, here in
-one thread: build the products from the buffer (tasks/ccd_products.py) and write them
+one thread: build the products from the buffer (tasks/processing/ccd_products.py) and write them
 (tasks/write.py: headers, CHECKSUM, fsync, link, manifest):
 
 * ``processed only``: what every exposure wrote before raw frames existed (float32,
@@ -86,9 +86,9 @@ def _buffer(shape: tuple[int, int]) -> npt.NDArray[np.uint16]:
 def _one(instrument: InstrumentConfig, buffer: npt.NDArray[np.uint16], expnum: int) -> int:
     """Build and write one exposure; return the bytes written."""
     from schemas.exposure import ExposureSpec
-    from tasks.ccd_products import buffer_products
-    from tasks.header import ExposureFacts
-    from tasks.instrument import plan_instrument
+    from tasks.control.instrument import plan_instrument
+    from tasks.headers.header import ExposureFacts
+    from tasks.processing.ccd_products import buffer_products
     from tasks.write import write_exposure_files
 
     plan = plan_instrument(instrument)[0]

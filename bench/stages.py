@@ -42,10 +42,10 @@ async def _bare_frames(
 ) -> list[dict[str, float]]:
     """The same six stages called directly on the adapter and the pure functions."""
     from schemas.exposure import ExposureSpec
-    from tasks.ccd_products import buffer_products
-    from tasks.header import ExposureFacts
-    from tasks.instrument import open_instrument, plan_instrument
-    from tasks.numbering import next_exposure_number
+    from tasks.control.instrument import open_instrument, plan_instrument
+    from tasks.durable.numbering import next_exposure_number
+    from tasks.headers.header import ExposureFacts
+    from tasks.processing.ccd_products import buffer_products
     from tasks.write import write_exposure_files
 
     bare = instrument.with_overrides(data_root=data_root / "bare")

@@ -122,7 +122,7 @@ def _plain_writer(case: Case) -> Callable[[Path, dict[str, np.ndarray[Any, Any]]
 
 
 def _safe_writer(case: Case) -> Callable[[Path, dict[str, np.ndarray[Any, Any]]], None]:
-    from tasks.fits_files import Compression, FitsEngine, ImagePart, write_fits
+    from tasks.files.fits_files import Compression, FitsEngine, ImagePart, write_fits
 
     engine, compression = FitsEngine(case.engine), Compression(case.compression)
 
@@ -171,7 +171,7 @@ def _time_case(case: Case, frames: dict[str, Any], repeats: int, root: Path) -> 
 def _time_hdf5(frames: dict[str, Any], appends: int, repeats: int, root: Path) -> dict[str, Any]:
     import h5py
 
-    from tasks.hdf5_archive import SequenceArchive
+    from tasks.files.hdf5_archive import SequenceArchive
 
     safe, plain = [], []
     for repeat in range(repeats):

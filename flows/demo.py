@@ -26,7 +26,7 @@ from flows.summary import print_sequence_summary
 from schemas.errors import ConfigError
 from schemas.exposure import ExposureSpec, ImageType, SequenceSpec
 from schemas.instrument import InstrumentConfig, load_instrument
-from tasks.verify import verify_fits_checksums
+from tasks.files.verify import verify_fits_checksums
 
 LISTENING = re.compile(rb"listening on 127\.0\.0\.1:(\d+)")
 SIM_START_TIMEOUT = 60.0

@@ -2,7 +2,7 @@
 
 Parameters are pydantic models, so the Prefect UI shows validated forms and a bad
 value is refused before a run exists. Only one run drives an instrument at a time
-(tasks/instrument_lock.py; bad input is refused before waiting for it). The
+(tasks/durable/instrument_lock.py; bad input is refused before waiting for it). The
 instrument is checked against its ACFs before any connection is made; each spec is
 checked against the instrument before its exposure starts; the controllers are reset
 (shutter closed) on the way out, whatever happened.
@@ -33,13 +33,18 @@ from schemas.exposure import CalibrationSpec, ExposureSpec, NightPlan, SequenceS
 from schemas.instrument import InstrumentConfig
 from schemas.results import ExposureResult, SequenceResult
 from tasks.archive import SequenceArchiver
-from tasks.artifacts import publish_results, start_progress, update_progress
-from tasks.ccd_work import supports_layout
-from tasks.dask_cluster import open_client
-from tasks.instrument import ControllerPlan, ControllerSession, open_instrument, plan_instrument
-from tasks.instrument_lock import instrument_lock
-from tasks.journal import SequenceJournal
-from tasks.savepoint import remove_savepoint
+from tasks.control.instrument import (
+    ControllerPlan,
+    ControllerSession,
+    open_instrument,
+    plan_instrument,
+)
+from tasks.durable.instrument_lock import instrument_lock
+from tasks.durable.journal import SequenceJournal
+from tasks.durable.savepoint import remove_savepoint
+from tasks.processing.ccd_work import supports_layout
+from tasks.processing.dask_cluster import open_client
+from tasks.reporting.artifacts import publish_results, start_progress, update_progress
 from tasks.send import send
 from tasks.write import planned_files
 
@@ -299,7 +304,7 @@ async def run_sequence(
     """Take every exposure of ``sequence`` in order, on one connection per controller.
 
     ``resume``: a sequence interrupted earlier the same night continues after the
-    exposures already on disk (tasks/journal.py); off, it starts again from the
+    exposures already on disk (tasks/durable/journal.py); off, it starts again from the
     first. ``pipelined=False`` finishes each exposure before the next starts (for
     comparison and for debugging a stage in isolation).
     """

@@ -34,26 +34,26 @@ from schemas.instrument import FailurePolicy, InstrumentConfig
 from schemas.products import Product
 from schemas.results import ExposureResult, FileRecord
 from tasks.archive import SequenceArchiver, archive
-from tasks.ccd_products import build_products
-from tasks.ccd_work import process_exposure_on_dask, supports_layout
-from tasks.expose import expose
-from tasks.fetch import fetch
-from tasks.flush import flush
-from tasks.geometry import plan_for_window, window_for
-from tasks.header import ExposureFacts
-from tasks.instrument import ControllerPlan, ControllerSession
-from tasks.masters import master_problems
-from tasks.numbering import next_exposure_number
-from tasks.post_process import ReadoutNumbers, processed_shape
-from tasks.readout import readout
-from tasks.savepoint import (
+from tasks.control.geometry import plan_for_window, window_for
+from tasks.control.instrument import ControllerPlan, ControllerSession
+from tasks.durable.numbering import next_exposure_number
+from tasks.durable.savepoint import (
     FrameIdentity,
     SavePoint,
     snapshot_values,
     write_savepoint,
 )
-from tasks.stack import combine
-from tasks.telemetry import Snapshot, take_snapshot
+from tasks.expose import expose
+from tasks.fetch import fetch
+from tasks.flush import flush
+from tasks.headers.header import ExposureFacts
+from tasks.headers.telemetry import Snapshot, take_snapshot
+from tasks.post_process import ReadoutNumbers, processed_shape
+from tasks.processing.ccd_products import build_products
+from tasks.processing.ccd_work import process_exposure_on_dask, supports_layout
+from tasks.processing.masters import master_problems
+from tasks.processing.stack import combine
+from tasks.readout import readout
 from tasks.write import CcdProduct, exposure_paths, write_exposure
 
 if TYPE_CHECKING:
@@ -319,7 +319,7 @@ async def acquire(
 
     ``numbered(expnum, when)`` is called once the number is reserved, before the
     integration starts (the sequence journal records it there). A single-frame
-    exposure leaves a save-point before its fetch (tasks/savepoint.py), naming
+    exposure leaves a save-point before its fetch (tasks/durable/savepoint.py), naming
     ``journal_entry`` (journal file, index) so a recovery can complete the journal.
     Stacked exposures combine several readouts and cannot be recovered from one buffer.
     """

@@ -2,7 +2,7 @@
 
 The API is whatever ``get_client()`` points at: the embedded one with the project's
 PREFECT_HOME, or a server named by PREFECT_API_URL. What a run wrote comes from the
-exposure tables it published (``tasks.artifacts``), not from persisted results, which
+exposure tables it published (``tasks.reporting.artifacts``), not from persisted results, which
 pixel flows do not keep. A run that published no table (it failed early, or it is not
 one of ours) has ``exposures`` and ``files`` None: unknown, not zero.
 """
@@ -34,7 +34,7 @@ from prefect.client.schemas.sorting import ArtifactSort, FlowRunSort
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from schemas.exposure import CalibrationSpec, ExposureSpec, NightPlan, SequenceSpec
-from tasks.artifacts import FILE_COUNT_COLUMN, PROCESSED_COUNT_COLUMN, TABLE_KIND
+from tasks.reporting.artifacts import FILE_COUNT_COLUMN, PROCESSED_COUNT_COLUMN, TABLE_KIND
 
 MAX_RUNS = 200
 """Prefect's default server page size (PREFECT_SERVER_API_DEFAULT_LIMIT); it refuses more."""

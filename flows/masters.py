@@ -22,8 +22,8 @@ from schemas.exposure import ExposureSpec, StackMethod
 from schemas.instrument import InstrumentConfig
 from schemas.products import Product
 from schemas.results import ExposureResult, FileRecord, MasterRecord
-from tasks.dask_cluster import open_client
-from tasks.master_build import MasterGroup, build_master, master_groups
+from tasks.processing.dask_cluster import open_client
+from tasks.processing.master_build import MasterGroup, build_master, master_groups
 
 if TYPE_CHECKING:
     from distributed import Client

@@ -1,7 +1,7 @@
 """A night plan's moments as times: its step windows and the end of light exposures.
 
 Resolved once, when the run starts, from the instrument's site and the night's Sun
-events (tasks/sun_events.py); a plan that needs a site the instrument does not have,
+events (tasks/observing/sun_events.py); a plan that needs a site the instrument does not have,
 or a moment the Sun does not give that night (polar summer), is refused before any
 device moves, naming the field. During the night the clock answers two questions:
 may this step still start, and may this exposure start.
@@ -21,7 +21,7 @@ from schemas.night_window import NOON, NightMoment
 from schemas.site import Site
 
 if TYPE_CHECKING:
-    from tasks.sun_events import NightEvents
+    from tasks.observing.sun_events import NightEvents
 
 Window = tuple[datetime | None, datetime | None]
 
@@ -89,7 +89,7 @@ class NightClock:
                     ],
                 )
             return cls(now=now)  # no site: light exposures are not limited by twilight
-        from tasks.sun_events import local_night, night_events
+        from tasks.observing.sun_events import local_night, night_events
 
         night = local_night(site, now())
         events = night_events(site, night, instrument.horizons)

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from rich.table import Table
 
     from schemas.instrument import InstrumentConfig, ReceiverConfig
-    from tasks.outbox import OutboxEntry
+    from tasks.durable.outbox import OutboxEntry
     from tasks.send import DrainReport
 
 outbox_app = typer.Typer(
@@ -124,7 +124,7 @@ def show(
     config = instrument_config(instrument, data=data)
     from rich.console import Console
 
-    from tasks.outbox import CorruptEntryError, EntryState, Outbox
+    from tasks.durable.outbox import CorruptEntryError, EntryState, Outbox
 
     outbox = Outbox(_outbox_dir(config))
     configured = {receiver.name for receiver in config.receivers}
@@ -176,7 +176,7 @@ def _next_wake(
     A receiver that just failed is not tried again before its ``retry_at``, even for
     entries that are due: they were only deferred because that receiver was down.
     """
-    from tasks.outbox import EntryState, Outbox
+    from tasks.durable.outbox import EntryState, Outbox
 
     names = {receiver.name for receiver in receivers}
     entries, _ = Outbox(outbox_dir).scan(EntryState.PENDING)
@@ -224,7 +224,7 @@ def drain_command(
     """Deliver the due notifications now; exit 1 if any stay pending or dead."""
     config = instrument_config(instrument, data=data)
     start_prefect()
-    from tasks.outbox import EntryState, Outbox
+    from tasks.durable.outbox import EntryState, Outbox
 
     outbox_dir = _outbox_dir(config)
     report = asyncio.run(_drain(outbox_dir, list(config.receivers), until_empty, timeout))
@@ -255,7 +255,7 @@ def requeue(
 ) -> None:
     """Give dead notifications a fresh round of attempts (after fixing the receiver)."""
     config = instrument_config(instrument, data=data)
-    from tasks.outbox import Outbox
+    from tasks.durable.outbox import Outbox
 
     moved = Outbox(_outbox_dir(config)).requeue_dead(datetime.now(UTC), receiver=receiver)
     typer.echo(f"requeued {len(moved)} dead notification(s); run `ccdflow outbox drain`")

@@ -61,7 +61,7 @@ async def plan_night(
     site = config.site
     if site is None:
         raise ConfigError(source, ["the instrument has no site: plan-night needs one"])
-    from tasks.sun_events import local_night, night_events
+    from tasks.observing.sun_events import local_night, night_events
 
     now = datetime.now(UTC)
     night = night or local_night(site, now)

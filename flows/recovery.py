@@ -1,7 +1,7 @@
 """Recovering frames that were read out but never written (``ccdflow recover``).
 
 A run that dies between the readout and its files leaves a save-point
-(tasks/savepoint.py). At the start of the next run on the instrument, once the
+(tasks/durable/savepoint.py). At the start of the next run on the instrument, once the
 controllers are connected and before anything new is read out, each save-point is
 checked against the controllers: if every buffer it names still holds the same frame
 (same frame counter and timestamp), the frame is fetched again and finished as the
@@ -25,12 +25,12 @@ from flows.frame import Acquired, ReadFrame, StageClock, finish, plan_exposure
 from schemas.errors import ConfigError
 from schemas.instrument import InstrumentConfig
 from schemas.results import ExposureResult
+from tasks.control.instrument import ControllerSession, open_instrument, plan_instrument
+from tasks.durable.instrument_lock import instrument_lock
+from tasks.durable.journal import SequenceJournal
+from tasks.durable.savepoint import SavePoint, pending_savepoints, remove_savepoint, set_aside
 from tasks.fetch import fetch
-from tasks.instrument import ControllerSession, open_instrument, plan_instrument
-from tasks.instrument_lock import instrument_lock
-from tasks.journal import SequenceJournal
-from tasks.savepoint import SavePoint, pending_savepoints, remove_savepoint, set_aside
-from tasks.telemetry import Snapshot
+from tasks.headers.telemetry import Snapshot
 
 NOT_SAVED = "not saved before the run was interrupted"
 

@@ -2,7 +2,7 @@
 
 For operators (``ccdflow safe``) and for a Prefect automation that runs it when a
 ccdflow run ends Failed or Crashed (``deploy/prefect.yaml``). It takes no instrument
-lock (``tasks/safety.py`` says why), logs one line per controller, leaves a markdown
+lock (``tasks/control/safety.py`` says why), logs one line per controller, leaves a markdown
 report as an artifact, and then fails if any controller could not be confirmed safe:
 a Failed make-safe run is what an automation or an operator's pager can see.
 """
@@ -22,9 +22,9 @@ from pydantic import Field
 
 from flows.instrument_choice import DEFAULT_INSTRUMENT, InstrumentChoice, resolve_instrument
 from schemas.safety import BufferState, ControllerSafety, SafetyReport
-from tasks.artifacts import ARTIFACT_TIMEOUT_S, artifact_key
-from tasks.instrument import plan_instrument
-from tasks.safety import InstrumentNotSafeError, make_controller_safe
+from tasks.control.instrument import plan_instrument
+from tasks.control.safety import InstrumentNotSafeError, make_controller_safe
+from tasks.reporting.artifacts import ARTIFACT_TIMEOUT_S, artifact_key
 
 ARTIFACT_KIND = "make-safe"
 _API_ERRORS = (httpx.HTTPError, PrefectException, TimeoutError)

@@ -89,8 +89,8 @@ def _act_now(config: InstrumentConfig, timeout_s: float) -> None:
     (idempotent) actions again, for the run history, the artifact and the report.
     """
     from schemas.errors import ConfigError
-    from tasks.instrument import plan_instrument
-    from tasks.safety import make_controller_safe
+    from tasks.control.instrument import plan_instrument
+    from tasks.control.safety import make_controller_safe
 
     try:
         plans = plan_instrument(config)
@@ -128,7 +128,7 @@ def safe_command(
     start_prefect()
     from flows.safety import make_safe
     from schemas.errors import ConfigError
-    from tasks.safety import InstrumentNotSafeError
+    from tasks.control.safety import InstrumentNotSafeError
 
     try:
         report = asyncio.run(make_safe(config, timeout_s=timeout))

@@ -42,7 +42,7 @@ PRELOAD = (
     "distributed",
     "astropy.io.fits",
     "h5py",
-    "tasks.sun_events",
+    "tasks.observing.sun_events",
 )
 """What every flow run would import anyway: imported once, here."""
 

@@ -29,7 +29,7 @@ SunEvent = Literal[
     "sunrise",
 ]
 SUN_EVENTS: tuple[str, ...] = get_args(SunEvent)
-"""The Sun events of a night, in time order (tasks/sun_events.py computes them)."""
+"""The Sun events of a night, in time order (tasks/observing/sun_events.py computes them)."""
 
 NOON = time(12, 0)
 

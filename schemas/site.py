@@ -4,7 +4,7 @@ A flow that starts at dusk or stops at dawn needs the site's position and its lo
 time zone; the zone also decides which night a moment belongs to. These models are
 plain data (no astropy here), so they load from YAML, show as forms in the Prefect UI
 and refuse a bad value before anything is computed. The Sun events themselves are
-computed in tasks/sun_events.py.
+computed in tasks/observing/sun_events.py.
 """
 
 from __future__ import annotations

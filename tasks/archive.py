@@ -3,7 +3,7 @@
 One archive per run (sequence or calibration set), beside the night's FITS files:
 a cube per CCD of the raw frames as read (their integer samples; or the processed
 images, ``archive.product``) and a table of header values per frame
-(tasks/hdf5_archive.py). It is
+(tasks/files/hdf5_archive.py). It is
 created at the first exposure, when the CCD shapes are known, and readable by others
 while it grows (SWMR). The FITS files stay the primary product: they are written and
 in the manifest before the archive is touched.
@@ -22,8 +22,8 @@ from prefect.cache_policies import NO_CACHE
 from schemas.instrument import InstrumentConfig
 from schemas.naming import sanitize
 from schemas.products import Product
-from tasks.hdf5_archive import ColumnKind, SequenceArchive
-from tasks.header import ExposureFacts, software_version
+from tasks.files.hdf5_archive import ColumnKind, SequenceArchive
+from tasks.headers.header import ExposureFacts, software_version
 from tasks.write import CcdProduct, night_folder
 
 COLUMNS: list[tuple[str, ColumnKind]] = [

@@ -24,12 +24,12 @@ from devices.geometry import CcdRegion
 from schemas.exposure import ExposureSpec
 from schemas.instrument import CcdConfig
 from schemas.processing import ProcessingConfig
-from tasks.fits_cards import Card
-from tasks.instrument import ControllerPlan
-from tasks.masters import apply_masters
-from tasks.overscan import correct_overscan
-from tasks.processing_steps import StepContext, run_steps
-from tasks.sections import (
+from tasks.control.instrument import ControllerPlan
+from tasks.files.fits_cards import Card
+from tasks.processing.masters import apply_masters
+from tasks.processing.overscan import correct_overscan
+from tasks.processing.processing_steps import StepContext, run_steps
+from tasks.processing.sections import (
     AmplifierResult,
     Box,
     amp_boxes,

@@ -1,4 +1,4 @@
-"""Stage 8: tell receivers about new files, through the durable outbox (tasks/outbox.py).
+"""Stage 8: tell receivers about new files, through the durable outbox (tasks/durable/outbox.py).
 
 Why an outbox: a receiver that is down, slow or misconfigured must never fail or delay
 an exposure, and a notification must never be lost. So ``send`` first writes one entry
@@ -58,7 +58,7 @@ from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 from schemas.instrument import InstrumentConfig, ReceiverConfig
 from schemas.products import Product
-from tasks.outbox import (
+from tasks.durable.outbox import (
     CorruptEntryError,
     EntryLockedError,
     EntryState,

@@ -3,8 +3,8 @@
 The raw frame as read is written first (by default the only product), then the
 processed image when the instrument asks for it; each processed file names its raw
 file and that file's sha256 (RAWFILE, RAWSHA). Names come from the product's template,
-in the folder of the observing night; headers from tasks/header.py; the bytes from
-tasks/fits_files.py (astropy or fitsio engine, optional RICE_1 compression, lossless
+in the folder of the observing night; headers from tasks/headers/header.py; the bytes from
+tasks/files/fits_files.py (astropy or fitsio engine, optional RICE_1 compression, lossless
 for the raw integers, CHECKSUM/DATASUM, temp file + fsync + link so an existing file is
 never overwritten). Each night's SHA256SUMS manifest
 gets the new files. Retried once: files of this exposure already complete are kept.
@@ -27,19 +27,19 @@ from schemas.instrument import CcdConfig, FileLayout, InstrumentConfig, StorageC
 from schemas.naming import mjd_of, render, sjd_of
 from schemas.products import Product
 from schemas.results import FileRecord
-from tasks.fits_cards import Card
-from tasks.fits_files import ImagePart, write_fits
-from tasks.header import (
+from tasks.files.fits_cards import Card
+from tasks.files.fits_files import ImagePart, write_fits
+from tasks.files.manifest import append_manifest
+from tasks.files.publish import WrittenFile
+from tasks.headers.header import (
     ExposureFacts,
     ccd_cards,
     configured_cards,
     exposure_cards,
     raw_ccd_cards,
 )
-from tasks.manifest import append_manifest
 from tasks.post_process import CcdImage
-from tasks.publish import WrittenFile
-from tasks.raw_frames import RawCcd
+from tasks.processing.raw_frames import RawCcd
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,8 +36,8 @@ from schemas.exposure import CalibrationSpec, ExposureSpec, NightPlan, SequenceS
 from schemas.instrument import InstrumentConfig, load_instrument
 from schemas.products import Product
 from schemas.results import ExposureResult, FileRecord, MasterRecord, SequenceResult
-from tasks import artifacts
-from tasks.artifacts import (
+from tasks.reporting import artifacts
+from tasks.reporting.artifacts import (
     artifact_key,
     exposure_rows,
     publish_results,

@@ -31,7 +31,7 @@ from flows.spec_files import load_spec_file
 from schemas.exposure import CalibrationSpec, ExposureSpec, SequenceSpec, StackMethod
 from schemas.instrument import InstrumentConfig
 from schemas.results import SequenceResult
-from tasks.verify import verify_fits_checksums
+from tasks.files.verify import verify_fits_checksums
 
 from .conftest import REPO, SIM_ACF, SIM_YAML
 from .fitscheck import assert_fitsverify_clean

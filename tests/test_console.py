@@ -120,7 +120,7 @@ def _operator_runs(api: Api, deployment_id: str) -> set[str]:
 
 
 def _table_files(api: Api, run_id: str) -> list[str]:
-    """The file names the run's exposure table (tasks/artifacts.py) lists."""
+    """The file names the run's exposure table (tasks/reporting/artifacts.py) lists."""
     tables = [a for a in api.artifacts_of(run_id) if a["type"] == "table"]
     assert tables, f"run {run_id} published no exposure table: {api.artifacts_of(run_id)}"
     rows = json.loads(tables[0]["data"])
@@ -148,8 +148,8 @@ def _written_by(api: Api, console: Console, run_id: str, before: dict[Path, floa
 
 
 def _check_headers(files: list[Path], image_type: str, exptime: float) -> None:
-    """Every file of the exposure says what was asked (tasks/header.py writes IMAGETYP
-    as the ImageType value, lowercase; tasks/time_cards.py writes EXPTIME)."""
+    """Every file of the exposure says what was asked (tasks/headers/header.py writes IMAGETYP
+    as the ImageType value, lowercase; tasks/headers/time_cards.py writes EXPTIME)."""
     assert files, "the run wrote no FITS file"
     for path in files:
         header = primary_header(path)
@@ -472,7 +472,7 @@ def test_the_form_refuses_a_negative_exposure_time(
 def test_the_run_page_shows_the_artifacts(
     page: Page, console: Console, dark_run: FinishedRun
 ) -> None:
-    """What the flow publishes (tasks/artifacts.py) is where the operator looks: the
+    """What the flow publishes (tasks/reporting/artifacts.py) is where the operator looks: the
     run's Artifacts tab shows the progress, the exposure table and the summary."""
     from playwright.sync_api import expect
 

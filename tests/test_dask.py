@@ -28,18 +28,18 @@ from astropy.io import fits
 from devices.archon.acf import tap_regions
 from schemas.exposure import ExposureSpec
 from schemas.instrument import ArchiveConfig, DaskConfig, InstrumentConfig, load_instrument
-from tasks.ccd_products import buffer_products
-from tasks.ccd_work import (
+from tasks.control.instrument import ControllerPlan, plan_instrument
+from tasks.files.manifest import verify_manifest
+from tasks.headers.header import ExposureFacts
+from tasks.post_process import process_ccd
+from tasks.processing.ccd_products import buffer_products
+from tasks.processing.ccd_work import (
     CcdOutcome,
     process_exposure_on_dask,
     region_in_slice,
     supports_layout,
 )
-from tasks.dask_cluster import SchedulerUnreachableError, open_client
-from tasks.header import ExposureFacts
-from tasks.instrument import ControllerPlan, plan_instrument
-from tasks.manifest import verify_manifest
-from tasks.post_process import process_ccd
+from tasks.processing.dask_cluster import SchedulerUnreachableError, open_client
 from tasks.write import write_exposure_files
 
 from .conftest import REPO, SIM_YAML

@@ -1,4 +1,4 @@
-"""tasks.fits_files: layouts, both engines, compression, checksums, never overwrite."""
+"""tasks.files.fits_files: layouts, both engines, compression, checksums, never overwrite."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import pytest
 from astropy.io import fits
 from astropy.utils.exceptions import AstropyUserWarning
 
-from tasks import publish
-from tasks.fits_files import (
+from tasks.files import publish
+from tasks.files.fits_files import (
     Card,
     Compression,
     FitsEngine,
@@ -253,7 +253,7 @@ def test_a_crash_mid_write_leaves_no_file_under_the_final_name(tmp_path: Path) -
     script = (
         "import os, sys\n"
         "from pathlib import Path\n"
-        "from tasks.publish import publish_stream\n"
+        "from tasks.files.publish import publish_stream\n"
         "def fill(stream):\n"
         "    stream.write(b'SIMPLE  =' + b' ' * 2871)\n"
         "    os._exit(9)  # the process dies: no finally, no cleanup\n"

@@ -17,7 +17,7 @@ from flows.exposure import run_sequence, take_exposure
 from schemas.errors import ConfigError
 from schemas.exposure import ExposureSpec, SequenceSpec
 from schemas.instrument import InstrumentConfig
-from tasks.verify import verify_fits_checksums
+from tasks.files.verify import verify_fits_checksums
 
 from .fitscheck import assert_fitsverify_clean
 

@@ -20,9 +20,9 @@ from schemas.exposure import CalibrationSpec, ExposureSpec, SequenceSpec
 from schemas.instrument import InstrumentConfig
 from schemas.products import Product
 from schemas.results import ExposureResult
-from tasks.hdf5_archive import verify_archive
-from tasks.manifest import verify_manifest
-from tasks.verify import verify_fits_checksums
+from tasks.files.hdf5_archive import verify_archive
+from tasks.files.manifest import verify_manifest
+from tasks.files.verify import verify_fits_checksums
 
 from .fitscheck import assert_fitsverify_clean
 

@@ -1,4 +1,4 @@
-"""tasks.hdf5_archive: layout, all-or-nothing appends, live SWMR readers, verification."""
+"""tasks.files.hdf5_archive: layout, all-or-nothing appends, live SWMR readers, verification."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import h5py
 import numpy as np
 import pytest
 
-from tasks.hdf5_archive import (
+from tasks.files.hdf5_archive import (
     STR_BYTES,
     ArchiveError,
     SequenceArchive,

@@ -11,7 +11,7 @@ import pytest
 from flows.exposure import take_exposure
 from schemas.exposure import ExposureSpec
 from schemas.instrument import InstrumentConfig
-from tasks.instrument_lock import InstrumentBusyError, lock_path
+from tasks.durable.instrument_lock import InstrumentBusyError, lock_path
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 

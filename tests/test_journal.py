@@ -13,9 +13,8 @@ from schemas.exposure import ExposureSpec
 from schemas.instrument import InstrumentConfig, load_instrument
 from schemas.products import Product
 from schemas.results import ExposureResult, FileRecord
-from tasks.fits_files import ImagePart, write_fits
-from tasks.journal import SequenceJournal, plan_digest
-from tasks.savepoint import (
+from tasks.durable.journal import SequenceJournal, plan_digest
+from tasks.durable.savepoint import (
     FrameIdentity,
     SavePoint,
     pending_savepoints,
@@ -23,6 +22,7 @@ from tasks.savepoint import (
     set_aside,
     write_savepoint,
 )
+from tasks.files.fits_files import ImagePart, write_fits
 
 from .conftest import SIM_YAML
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from tasks import manifest
-from tasks.fits_files import WrittenFile, append_manifest, verify_manifest
-from tasks.manifest import MANIFEST_NAME, ManifestError
+from tasks.files import manifest
+from tasks.files.fits_files import WrittenFile, append_manifest, verify_manifest
+from tasks.files.manifest import MANIFEST_NAME, ManifestError
 
 
 def _file(folder: Path, name: str, content: bytes) -> WrittenFile:

@@ -16,7 +16,7 @@ from schemas.exposure import CalibrationSpec, ExposureSpec
 from schemas.instrument import InstrumentConfig
 from schemas.products import Product
 from schemas.results import ExposureResult
-from tasks.manifest import verify_manifest
+from tasks.files.manifest import verify_manifest
 
 from .fitscheck import assert_fitsverify_clean
 

@@ -15,7 +15,7 @@ from flows.exposure import take_exposure
 from schemas.exposure import ExposureSpec
 from schemas.instrument import InstrumentConfig, load_instrument
 from schemas.products import Product
-from tasks.verify import verify_fits_checksums
+from tasks.files.verify import verify_fits_checksums
 
 from .conftest import REPO, SIM_ACF
 from .fitscheck import assert_fitsverify_clean

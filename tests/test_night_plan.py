@@ -41,7 +41,7 @@ def _with_site(instrument: InstrumentConfig, site: Site = APO) -> InstrumentConf
 
 
 def test_the_schemas_sun_events_are_the_ones_computed() -> None:
-    from tasks.sun_events import EVENT_NAMES
+    from tasks.observing.sun_events import EVENT_NAMES
 
     assert SUN_EVENTS == EVENT_NAMES
 
@@ -138,7 +138,7 @@ def test_windows_and_twilight_resolve_to_the_nights_sun_events(
 ) -> None:
     from flows.night_clock import NightClock
     from schemas.exposure import ExposureSpec
-    from tasks.sun_events import night_events
+    from tasks.observing.sun_events import night_events
 
     plan = NightPlan.model_validate(
         {
@@ -326,7 +326,7 @@ async def test_plan_night_schedules_each_run_at_its_sun_event_once(
     from prefect.client.orchestration import get_client
 
     from flows.plan_night import plan_night
-    from tasks.sun_events import local_night, night_events
+    from tasks.observing.sun_events import local_night, night_events
 
     tonight = local_night(APO, datetime.now(UTC)) + timedelta(days=1)  # all in the future
     async with get_client() as client:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.numbering import COUNTER_FILE, next_exposure_number, night_folder_name
+from tasks.durable.numbering import COUNTER_FILE, next_exposure_number, night_folder_name
 
 
 def test_numbers_start_at_one_and_persist(tmp_path: Path) -> None:

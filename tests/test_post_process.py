@@ -6,7 +6,7 @@ import numpy as np
 
 from devices.archon.acf import ccd_layout, load_acf, tap_regions
 from schemas.instrument import load_instrument
-from tasks.instrument import plan_instrument
+from tasks.control.instrument import plan_instrument
 from tasks.post_process import Box, process_buffer, process_ccd
 
 from .conftest import LVM_ACF, SIM_ACF, SIM_YAML

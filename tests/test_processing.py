@@ -14,13 +14,18 @@ from devices.archon.acf import ccd_layout, load_acf, tap_regions
 from schemas.exposure import ExposureSpec, StackMethod
 from schemas.instrument import InstrumentConfig, load_instrument
 from schemas.processing import MasterFrames, OverscanMethod, ProcessingConfig
-from tasks.header import ExposureFacts, ccd_cards
-from tasks.instrument import plan_instrument
-from tasks.master_build import CombinedCcd, MasterInput, combine_ccd, write_master
-from tasks.masters import MasterFrameError, master_problems, masters_for, read_master_info
-from tasks.overscan import correct_overscan
+from tasks.control.instrument import plan_instrument
+from tasks.headers.header import ExposureFacts, ccd_cards
 from tasks.post_process import ReadoutNumbers, process_buffer, processed_shape
-from tasks.processing_steps import StepError
+from tasks.processing.master_build import CombinedCcd, MasterInput, combine_ccd, write_master
+from tasks.processing.masters import (
+    MasterFrameError,
+    master_problems,
+    masters_for,
+    read_master_info,
+)
+from tasks.processing.overscan import correct_overscan
+from tasks.processing.processing_steps import StepError
 
 from .conftest import LVM_ACF, SIM_ACF, SIM_YAML
 
@@ -289,7 +294,7 @@ def test_master_files_are_valid_fits_with_provenance(tmp_path: Path) -> None:
 
 def test_combine_reduces_darks_and_normalizes_flats(tmp_path: Path) -> None:
     """Frames written as the flow writes them, combined as a worker does."""
-    from tasks.fits_files import ImagePart, write_fits
+    from tasks.files.fits_files import ImagePart, write_fits
 
     rng = np.random.default_rng(3)
 

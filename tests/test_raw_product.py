@@ -15,12 +15,12 @@ from devices.base import ExposureTimes
 from schemas.errors import ConfigError
 from schemas.exposure import ExposureSpec
 from schemas.instrument import InstrumentConfig, NoRawProductWarning, load_instrument
-from tasks.ccd_products import buffer_products, process_raw
-from tasks.geometry import plan_for_window, window_for
-from tasks.header import ExposureFacts
-from tasks.instrument import ControllerPlan, plan_instrument
-from tasks.time_cards import summarize, time_cards
-from tasks.verify import verify_fits_checksums
+from tasks.control.geometry import plan_for_window, window_for
+from tasks.control.instrument import ControllerPlan, plan_instrument
+from tasks.files.verify import verify_fits_checksums
+from tasks.headers.header import ExposureFacts
+from tasks.headers.time_cards import summarize, time_cards
+from tasks.processing.ccd_products import buffer_products, process_raw
 from tasks.write import write_exposure_files
 
 from .conftest import SIM_YAML

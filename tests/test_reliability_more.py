@@ -19,10 +19,10 @@ from devices.archon.simulator import ArchonSimulator
 from flows.exposure import take_exposure
 from schemas.exposure import ExposureSpec
 from schemas.instrument import InstrumentConfig, load_instrument
-from tasks.ccd_products import buffer_products
-from tasks.instrument import plan_instrument
-from tasks.instrument_lock import lock_path
-from tasks.verify import verify_fits_checksums
+from tasks.control.instrument import plan_instrument
+from tasks.durable.instrument_lock import lock_path
+from tasks.files.verify import verify_fits_checksums
+from tasks.processing.ccd_products import buffer_products
 
 from .conftest import REPO, SIM_YAML
 from .test_reliability import STARTUP_S, _ccdflow, _output

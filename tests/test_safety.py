@@ -31,9 +31,9 @@ from flows.safety import make_safe, safety_markdown
 from flows.safety_cli import safe_command
 from schemas.instrument import InstrumentConfig, load_instrument
 from schemas.safety import SafetyReport
-from tasks.instrument import controller_for, plan_instrument
-from tasks.instrument_lock import lock_path
-from tasks.safety import InstrumentNotSafeError
+from tasks.control.instrument import controller_for, plan_instrument
+from tasks.control.safety import InstrumentNotSafeError
+from tasks.durable.instrument_lock import lock_path
 
 from .conftest import REPO, SIM_YAML
 
@@ -305,7 +305,7 @@ async def test_works_while_a_real_run_is_stuck_in_an_integration(
 
 
 async def test_timeout_must_be_positive(sim_instrument: InstrumentConfig) -> None:
-    from tasks.safety import make_controller_safe
+    from tasks.control.safety import make_controller_safe
 
     with pytest.raises(ValueError, match="timeout_s must be > 0"):
         await make_controller_safe(plan_instrument(sim_instrument)[0], timeout_s=0)

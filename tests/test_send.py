@@ -27,7 +27,13 @@ from typer.testing import CliRunner
 from flows.outbox_cli import outbox_app
 from schemas.instrument import InstrumentConfig, ReceiverConfig, load_instrument
 from schemas.products import Product
-from tasks.outbox import CorruptEntryError, EntryLockedError, EntryState, Outbox, new_entry_id
+from tasks.durable.outbox import (
+    CorruptEntryError,
+    EntryLockedError,
+    EntryState,
+    Outbox,
+    new_entry_id,
+)
 from tasks.send import (
     AttemptResult,
     Verdict,
@@ -139,7 +145,7 @@ def test_retry_after_takes_seconds_or_a_date() -> None:
 
 
 def _entry(receiver: ReceiverConfig, attempts: int = 0) -> Any:
-    from tasks.outbox import OutboxEntry
+    from tasks.durable.outbox import OutboxEntry
 
     now = datetime(2025, 1, 1, tzinfo=UTC)
     return OutboxEntry(

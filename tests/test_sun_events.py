@@ -20,7 +20,7 @@ import pytest
 from pydantic import ValidationError
 
 from schemas.site import Site, SunHorizons
-from tasks.sun_events import (
+from tasks.observing.sun_events import (
     EVENT_NAMES,
     NightEvents,
     local_night,

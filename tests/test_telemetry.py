@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from schemas.exposure import StackMethod
+from tasks.headers.telemetry import take_snapshot
 from tasks.post_process import AmplifierResult, Box, CcdImage
-from tasks.stack import combine
-from tasks.telemetry import take_snapshot
+from tasks.processing.stack import combine
 
 
 async def test_a_silent_source_is_missing_and_does_not_delay_the_others() -> None:

@@ -13,11 +13,11 @@ from astropy.io import fits
 
 from schemas.exposure import ExposureSpec
 from schemas.instrument import InstrumentConfig, load_instrument
-from tasks.ccd_products import buffer_products
-from tasks.header import ExposureFacts
-from tasks.instrument import plan_instrument
-from tasks.manifest import verify_manifest
-from tasks.verify import ChecksumError, verify_fits_checksums
+from tasks.control.instrument import plan_instrument
+from tasks.files.manifest import verify_manifest
+from tasks.files.verify import ChecksumError, verify_fits_checksums
+from tasks.headers.header import ExposureFacts
+from tasks.processing.ccd_products import buffer_products
 from tasks.write import CcdProduct, exposure_paths, write_exposure_files
 
 from .conftest import SIM_YAML

@@ -3,14 +3,14 @@
 This is the emergency action (operators, and a Prefect automation on Failed or
 Crashed runs), so it is built to work when everything else has gone wrong:
 
-* **No instrument lock.** It deliberately does not take ``tasks.instrument_lock``:
+* **No instrument lock.** It deliberately does not take ``tasks.durable.instrument_lock``:
   the run it must stop is very likely the one holding the lock (stuck in an
   integration, or hung on a dead API), and waiting for that lock would leave the
   shutter open for as long as the stuck run lives. The actions are idempotent and
   harmless to a healthy run's controller state: abort and reset are exactly what
   every run does on its way out.
 * **Its own connection.** A new :class:`ArchonController` (built like a run's, by
-  :func:`tasks.instrument.controller_for`), never a run's adapter, whose locks and
+  :func:`tasks.control.instrument.controller_for`), never a run's adapter, whose locks and
   connection may be held by the stuck run. The controller serves several
   connections, so this works beside a run's open one.
 * **Bounded and never raising.** Every step has its own timeout; each step is tried
@@ -35,7 +35,7 @@ from devices.archon.controller import ArchonController
 from devices.archon.status import FrameStatus
 from devices.base import DeviceError
 from schemas.safety import BufferState, ControllerSafety, SafetyReport
-from tasks.instrument import ControllerPlan, controller_for
+from tasks.control.instrument import ControllerPlan, controller_for
 
 T = TypeVar("T")
 

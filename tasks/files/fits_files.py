@@ -7,11 +7,11 @@ IMAGE extension per image; tile compression exists only for extensions (a ZIMAGE
 binary table, read back by astropy as a ``CompImageHDU``).
 
 Two engines write the same layout and the same header cards (rendered once, see
-``tasks.fits_cards``): astropy (pure Python, always installed) and fitsio (cfitsio,
+``tasks.files.fits_cards``): astropy (pure Python, always installed) and fitsio (cfitsio,
 the optional ``fitsio`` extra; faster for tile compression). Every HDU gets
 CHECKSUM/DATASUM; for a compressed image they cover the stored binary table, which is
 what a reader can verify without decompressing. The file is published atomically and
-never over an existing one (``tasks.publish``).
+never over an existing one (``tasks.files.publish``).
 
 Compression. RICE_1 is lossless for integer images: the raw 16-bit counts of a CCD
 come back bit for bit. Float images cannot be Rice-coded directly, so they are
@@ -36,9 +36,9 @@ import numpy as np
 from astropy.io import fits
 
 from schemas.instrument import CompressionName, FitsEngineName
-from tasks.fits_cards import Card, CardError, extname_card, render_cards
-from tasks.manifest import append_manifest, verify_manifest
-from tasks.publish import HashingWriter, WrittenFile, publish_by_path, publish_stream
+from tasks.files.fits_cards import Card, CardError, extname_card, render_cards
+from tasks.files.manifest import append_manifest, verify_manifest
+from tasks.files.publish import HashingWriter, WrittenFile, publish_by_path, publish_stream
 
 __all__ = [
     "Card",

@@ -21,7 +21,7 @@ import numpy.typing as npt
 from schemas.exposure import ExposureSpec
 from schemas.instrument import CcdConfig
 from schemas.processing import load_step
-from tasks.sections import AmplifierResult, Box
+from tasks.processing.sections import AmplifierResult, Box
 
 FloatImage = npt.NDArray[np.float32]
 

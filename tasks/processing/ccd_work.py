@@ -3,7 +3,7 @@
 Measured (shared/design/prefect.md): shipping pixels back and forth costs more than
 the work, so each worker gets its own CCD's columns of the buffer (sliced here, on
 the client: serialization then sends only those bytes), builds its raw frame and,
-when configured, its processed image (tasks/ccd_products.py), writes the CCD's files
+when configured, its processed image (tasks/processing/ccd_products.py), writes the CCD's files
 with :func:`tasks.write.write_exposure_files` (the same names, headers, checksums and
 manifest as the serial path: the same cards and pixels) and returns a
 :class:`CcdOutcome` of a few hundred bytes.
@@ -35,10 +35,10 @@ import numpy.typing as npt
 
 from schemas.instrument import FileLayout, InstrumentConfig
 from schemas.results import FileRecord
-from tasks.ccd_products import CcdSource, ccd_slice, products_of
-from tasks.header import ExposureFacts
-from tasks.instrument import ControllerPlan
-from tasks.raw_frames import region_in_slice
+from tasks.control.instrument import ControllerPlan
+from tasks.headers.header import ExposureFacts
+from tasks.processing.ccd_products import CcdSource, ccd_slice, products_of
+from tasks.processing.raw_frames import region_in_slice
 from tasks.write import CcdProduct, write_exposure_files
 
 if TYPE_CHECKING:
@@ -86,7 +86,7 @@ def process_and_write_ccd(
     when: datetime,
 ) -> CcdOutcome:
     """Runs on a worker: build one CCD's products from its slice of the buffer
-    (:func:`tasks.ccd_products.ccd_slice`) and write their files."""
+    (:func:`tasks.processing.ccd_products.ccd_slice`) and write their files."""
     require_supported_layout(instrument)
     start = time.perf_counter()
     raw_ccd, image = products_of(raw, source, facts.spec, instrument.storage, instrument.processing)
@@ -173,7 +173,7 @@ async def process_exposure_on_dask(
 ) -> list[CcdOutcome]:
     """Process and write every CCD of one controller's buffer on ``client``'s workers.
 
-    ``client`` is a synchronous distributed.Client (see tasks/dask_cluster.py): its
+    ``client`` is a synchronous distributed.Client (see tasks/processing/dask_cluster.py): its
     calls block, so they run in a thread and the event loop stays free. Outcomes come
     in the config's CCD order. If this coroutine is cancelled or a CCD fails, the
     remaining tasks are cancelled (a CCD already running finishes its file).

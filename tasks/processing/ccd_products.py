@@ -1,8 +1,8 @@
 """From one CCD's pixels as read to the products its files hold: raw and/or processed.
 
-The raw product is a view of the buffer plus its amplifier map (tasks/raw_frames.py);
+The raw product is a view of the buffer plus its amplifier map (tasks/processing/raw_frames.py);
 the processed product is the chain of tasks/post_process.py applied to the very same
-pixels. Both the Dask workers (tasks/ccd_work.py) and the in-process path
+pixels. Both the Dask workers (tasks/processing/ccd_work.py) and the in-process path
 (flows/frame.py) build them here, so the two paths write identical files.
 """
 
@@ -18,16 +18,16 @@ from prefect.cache_policies import NO_CACHE
 from schemas.exposure import ExposureSpec
 from schemas.instrument import CcdConfig, InstrumentConfig, StorageConfig
 from schemas.processing import ProcessingConfig
-from tasks.instrument import ControllerPlan
+from tasks.control.instrument import ControllerPlan
 from tasks.post_process import CcdImage, ProcessingInputs, RawPixels, ReadoutNumbers, process_ccd
-from tasks.raw_frames import (
+from tasks.processing.raw_frames import (
     RawCcd,
     map_amplifiers,
     raw_ccd,
     region_from_header,
     region_in_slice,
 )
-from tasks.sections import Box
+from tasks.processing.sections import Box
 from tasks.write import CcdProduct
 
 
@@ -95,7 +95,7 @@ def process_raw(
     processing: ProcessingConfig,
 ) -> CcdImage:
     """The chain applied to a raw image read back from its file: the geometry comes
-    from the raw header alone (tasks/raw_frames.py), no ACF or instrument layout."""
+    from the raw header alone (tasks/processing/raw_frames.py), no ACF or instrument layout."""
     geometry = region_from_header(header, (int(pixels.shape[0]), int(pixels.shape[1])))
     return process_ccd(
         pixels,
@@ -131,7 +131,7 @@ def buffer_products(
 ) -> list[CcdProduct]:
     """Every CCD's products of one controller's buffer, in this thread: the in-process
     path (through :func:`build_products`), benchmarks and tests. The Dask path builds
-    each CCD on its own worker instead (tasks/ccd_work.py)."""
+    each CCD on its own worker instead (tasks/processing/ccd_work.py)."""
     if buffer.shape != plan.acf.buffer_shape:
         raise ValueError(
             f"{plan.config.name}: buffer shape {buffer.shape} does not match the ACF's "

@@ -18,10 +18,10 @@ from devices.base import ExposureTimes
 from schemas.exposure import ExposureSpec
 from schemas.header import HeaderCard, Snapshot
 from schemas.instrument import CcdConfig, InstrumentConfig
-from tasks.fits_cards import Card
+from tasks.files.fits_cards import Card
+from tasks.headers.time_cards import TimeSummary, summarize, time_cards
 from tasks.post_process import CcdImage
-from tasks.raw_frames import RawCcd, amplifier_cards
-from tasks.time_cards import TimeSummary, summarize, time_cards
+from tasks.processing.raw_frames import RawCcd, amplifier_cards
 
 
 def software_version() -> str:
@@ -47,7 +47,7 @@ class ExposureFacts:
     system: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     missing_controllers: Mapping[str, str] = field(default_factory=dict)
     times: tuple[ExposureTimes, ...] = ()
-    """Each frame's measured integration (tasks/time_cards.py); empty: only the host's
+    """Each frame's measured integration (tasks/headers/time_cards.py); empty: only the host's
     DATE-OBS is known (then the requested time stands for the integration)."""
 
     def time_summary(self, tolerance_s: float) -> TimeSummary:

@@ -31,8 +31,8 @@ import numpy.typing as npt
 
 from devices.geometry import AmplifierRegion, CcdRegion, Tap
 from schemas.exposure import Window
-from tasks.fits_cards import Card
-from tasks.sections import Box
+from tasks.files.fits_cards import Card
+from tasks.processing.sections import Box
 
 RawPixels = npt.NDArray[np.uint16] | npt.NDArray[np.uint32]
 

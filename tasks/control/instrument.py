@@ -20,8 +20,8 @@ from schemas.errors import ConfigError
 from schemas.instrument import ControllerConfig, InstrumentConfig
 from schemas.processing import OverscanMethod
 from schemas.products import Product
-from tasks.raw_frames import DetectorPlacement
-from tasks.sections import amp_boxes, trimmed_boxes
+from tasks.processing.raw_frames import DetectorPlacement
+from tasks.processing.sections import amp_boxes, trimmed_boxes
 
 
 @dataclass(frozen=True, slots=True)

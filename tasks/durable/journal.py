@@ -32,7 +32,7 @@ from schemas.exposure import ExposureSpec, ImageType
 from schemas.instrument import InstrumentConfig
 from schemas.products import Product
 from schemas.results import ExposureResult, FileRecord
-from tasks.verify import ChecksumError, verify_fits_checksums
+from tasks.files.verify import ChecksumError, verify_fits_checksums
 
 PlannedFiles = list[tuple[str, Path, Product]]
 """(CCD, or "all" for a multi-extension file; path; product) of each file an exposure

@@ -1,6 +1,6 @@
 """Applying master calibration frames (bias, dark, flat) to a processed CCD image.
 
-Master files are the calibrations flow's output (tasks/master_build.py): a primary
+Master files are the calibrations flow's output (tasks/processing/master_build.py): a primary
 HDU naming the kind (IMAGETYP ``master_bias``, ``master_dark``, ``master_flat``), then
 one float32 IMAGE extension per CCD named by CCDNAME, with the CCDSUM and BUNIT of
 the frames that went in. Which master applies follows the usual reduction order:

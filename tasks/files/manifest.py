@@ -17,7 +17,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from tasks.publish import WrittenFile, fsync_folder
+from tasks.files.publish import WrittenFile, fsync_folder
 
 MANIFEST_NAME = "SHA256SUMS"
 _LINE = re.compile(r"([0-9a-f]{64}) [ *](.+)")

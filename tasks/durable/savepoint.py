@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict
 from devices.base import ExposureTimes
 from schemas.exposure import ExposureSpec
 from schemas.instrument import InstrumentConfig
-from tasks.publish import fsync_folder
+from tasks.files.publish import fsync_folder
 
 
 class FrameIdentity(BaseModel):

@@ -24,7 +24,7 @@ from datetime import datetime
 from astropy.time import Time
 
 from devices.base import ExposureTimes
-from tasks.fits_cards import Card
+from tasks.files.fits_cards import Card
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,7 +54,7 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
-from tasks.publish import fsync_folder
+from tasks.files.publish import fsync_folder
 
 KEEP_DELIVERED = 200
 """Delivered records kept for ``outbox show``; older ones are pruned by each drain."""

@@ -13,7 +13,7 @@ import dataclasses
 from devices.archon.acf import ccd_layout
 from devices.archon.window import Window as ReadoutWindow
 from schemas.exposure import ExposureSpec
-from tasks.instrument import ControllerPlan
+from tasks.control.instrument import ControllerPlan
 
 
 def window_for(spec: ExposureSpec, plan: ControllerPlan) -> ReadoutWindow:

@@ -4,13 +4,13 @@ Each CCD is combined on its own Dask worker, which reads only that CCD's image f
 every input file, in bands of rows (a median of 20 frames of 4k x 4k needs one band
 of each in memory, not 20 whole images), and returns the combined image. The masters
 are then written as one file per kind (and per filter, for flats) with one extension
-per CCD, in the format :mod:`tasks.masters` applies.
+per CCD, in the format :mod:`tasks.processing.masters` applies.
 
 Inputs are the processed images, or the raw frames (``processing.masters_from``; by
 default processed when they are written, else raw). A raw frame is first put through
 the instrument's chain on the worker (assembly, overscan, trim, electrons: the chain
 minus masters and user steps), read from the raw file's own header map
-(tasks/raw_frames.py). That needs each input whole in memory (frames x one CCD image,
+(tasks/processing/raw_frames.py). That needs each input whole in memory (frames x one CCD image,
 float32) rather than bands of rows; processed inputs are read in bands.
 
 Reduction, per input frame, before combining:
@@ -47,12 +47,12 @@ from schemas.instrument import CcdConfig, InstrumentConfig
 from schemas.processing import MasterFrames, ProcessingConfig
 from schemas.products import Product
 from schemas.results import ExposureResult
-from tasks.ccd_products import process_raw
-from tasks.fits_cards import Card
-from tasks.fits_files import ImagePart, write_fits
-from tasks.manifest import append_manifest
-from tasks.masters import IMAGETYP
-from tasks.publish import WrittenFile
+from tasks.files.fits_cards import Card
+from tasks.files.fits_files import ImagePart, write_fits
+from tasks.files.manifest import append_manifest
+from tasks.files.publish import WrittenFile
+from tasks.processing.ccd_products import process_raw
+from tasks.processing.masters import IMAGETYP
 from tasks.write import night_folder
 
 if TYPE_CHECKING:

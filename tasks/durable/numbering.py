@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from tasks.publish import fsync_folder
+from tasks.files.publish import fsync_folder
 
 COUNTER_FILE = "expnum.txt"
 NIGHT_OFFSET = timedelta(hours=12)

@@ -1,0 +1,2 @@
+"""What survives a crash: exposure numbers, journals, save-points, the outbox, the
+instrument lock."""

@@ -1,0 +1,1 @@
+"""Headers: the cards of an exposure, telemetry snapshots, exact times."""

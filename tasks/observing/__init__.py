@@ -1,0 +1,1 @@
+"""The sky and the site: the night's Sun events."""

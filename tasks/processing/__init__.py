@@ -1,0 +1,1 @@
+"""Pixels: raw frames and processed images, overscan, steps, stacking, masters, Dask."""

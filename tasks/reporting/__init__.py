@@ -1,0 +1,1 @@
+"""What a run shows in the Prefect UI: progress, tables, summaries."""
