@@ -30,6 +30,18 @@ class DeviceStateError(DeviceError):
     """The device is in a state that forbids the requested operation (power, busy)."""
 
 
+class DeviceRefusedError(DeviceError):
+    """The device understood the command and refused it (its own error code says why)."""
+
+
+class DeviceProtocolError(DeviceError):
+    """The device's reply breaks the protocol: what it meant cannot be told."""
+
+
+class DeviceUnsupportedError(DeviceError):
+    """The device lacks this feature (it says so, or the endpoint does not exist)."""
+
+
 @dataclass(frozen=True, slots=True)
 class ExposureTimes:
     """When an integration began and ended, as well as the device can tell.
