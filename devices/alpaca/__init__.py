@@ -67,3 +67,62 @@ __all__ = [
     "SensorType",
     "discover",
 ]
+
+# --- the other device types (filterwheel.py ... covercalibrator.py), their refusals and waits:
+# imported after __all__ above so that this block is only ever appended to.
+from devices.alpaca.checks import (
+    AlpacaCapabilityError,
+    AlpacaDeviceFaultError,
+    AlpacaValueError,
+)
+from devices.alpaca.covercalibrator import (
+    AlpacaCoverCalibrator,
+    CalibratorState,
+    CoverCalibratorCapabilities,
+    CoverState,
+)
+from devices.alpaca.dome import AlpacaDome, DomeCapabilities, ShutterState
+from devices.alpaca.filterwheel import AlpacaFilterWheel, FilterSlot
+from devices.alpaca.focuser import AlpacaFocuser, FocuserCapabilities
+from devices.alpaca.observingconditions import AlpacaObservingConditions, Sensor
+from devices.alpaca.rotator import AlpacaRotator, RotatorCapabilities
+from devices.alpaca.safetymonitor import AlpacaSafetyMonitor
+from devices.alpaca.switch import AlpacaSwitch, SwitchInfo
+from devices.alpaca.telescope import (
+    AlignmentMode,
+    AlpacaTelescope,
+    DriveRate,
+    EquatorialSystem,
+    PierSide,
+    TelescopeCapabilities,
+)
+
+__all__ += [
+    "AlignmentMode",
+    "AlpacaCapabilityError",
+    "AlpacaCoverCalibrator",
+    "AlpacaDeviceFaultError",
+    "AlpacaDome",
+    "AlpacaFilterWheel",
+    "AlpacaFocuser",
+    "AlpacaObservingConditions",
+    "AlpacaRotator",
+    "AlpacaSafetyMonitor",
+    "AlpacaSwitch",
+    "AlpacaTelescope",
+    "AlpacaValueError",
+    "CalibratorState",
+    "CoverCalibratorCapabilities",
+    "CoverState",
+    "DomeCapabilities",
+    "DriveRate",
+    "EquatorialSystem",
+    "FilterSlot",
+    "FocuserCapabilities",
+    "PierSide",
+    "RotatorCapabilities",
+    "Sensor",
+    "ShutterState",
+    "SwitchInfo",
+    "TelescopeCapabilities",
+]
