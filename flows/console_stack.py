@@ -45,6 +45,9 @@ SERVER_READY_TIMEOUT_S = 180.0
 STOP_BUDGET_S = 10.0
 WORKER_GRACE_S = 3.0
 SERVER_GRACE_S = 3.0
+LEASE_STORAGE = "prefect.server.concurrency.lease_storage.filesystem"
+"""Concurrency leases (the instrument's slot) on disk under PREFECT_HOME: a run holding
+the instrument while the server restarts can still release it."""
 WORKER_QUERY_SECONDS = 1
 """How often the worker asks for runs to start (Prefect's default is 10 s): a run
 triggered from the UI starts within about this long."""
@@ -221,9 +224,7 @@ class ConsoleStack:
             "PREFECT_SERVER_DATABASE_CONNECTION_URL": self.database.url,
             # Concurrency slots (the instrument's) are leases; on disk they survive a
             # restart of the server instead of vanishing with its memory.
-            "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": (
-                "prefect.server.concurrency.lease_storage.filesystem"
-            ),
+            "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": LEASE_STORAGE,
             # The UI copies itself at start; keep that copy in our state folder.
             "PREFECT_SERVER_UI_STATIC_DIRECTORY": str(self.root / "ui"),
             "PREFECT_WORKER_QUERY_SECONDS": str(WORKER_QUERY_SECONDS),

@@ -50,38 +50,27 @@ def _prefect(
     )
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """A `prefect server start` of our lock; yields the environment that points at it."""
-    home = tmp_path_factory.mktemp("prefect-server")
-    port = _free_port()
-    env = {
+def _server_env(home: Path, **extra: str) -> dict[str, str]:
+    return {
         **os.environ,
         "PREFECT_HOME": str(home),
-        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+        "PREFECT_API_URL": f"http://127.0.0.1:{_free_port()}/api",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_SERVER_UI_ENABLED": "false",
-        # Schedule at once rather than once a minute, so the test waits seconds.
-        "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2",
         "PREFECT_LOGGING_LEVEL": "WARNING",
-        # With API authentication on, as an observatory exposes it: every command
-        # below authenticates with the client's setting.
-        "PREFECT_SERVER_API_AUTH_STRING": AUTH,
-        "PREFECT_API_AUTH_STRING": AUTH,
+        **extra,
     }
-    log = (home / "server.log").open("w")
+
+
+@contextlib.contextmanager
+def _running_server(env: dict[str, str]) -> Iterator[None]:
+    """`prefect server start` on the port of env's PREFECT_API_URL, until the block ends."""
+    home = Path(env["PREFECT_HOME"])
+    port = env["PREFECT_API_URL"].rsplit(":", 1)[1].split("/")[0]
+    log_path = home / "server.log"
+    log = log_path.open("w")
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "prefect",
-            "server",
-            "start",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            f"{port}",
-        ],
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", port],
         cwd=REPO,
         env=env,
         stdout=log,
@@ -95,11 +84,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]
                 if httpx.get(f"{env['PREFECT_API_URL']}/health", timeout=2).status_code == 200:
                     break
             if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"prefect server did not start: {(home / 'server.log').read_text()}"
-                )
+                raise RuntimeError(f"prefect server did not start: {log_path.read_text()}")
             time.sleep(0.5)
-        yield env
+        yield
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGTERM)
@@ -109,7 +96,23 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
         log.close()
-        (Path(home) / "server.log").unlink(missing_ok=True)
+        log_path.unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """A `prefect server start` of our lock; yields the environment that points at it."""
+    env = _server_env(
+        tmp_path_factory.mktemp("prefect-server"),
+        # Schedule at once rather than once a minute, so the test waits seconds.
+        PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="2",
+        # With API authentication on, as an observatory exposes it: every command
+        # below authenticates with the client's setting.
+        PREFECT_SERVER_API_AUTH_STRING=AUTH,
+        PREFECT_API_AUTH_STRING=AUTH,
+    )
+    with _running_server(env):
+        yield env
 
 
 @pytest.fixture(scope="module")
@@ -196,3 +199,31 @@ def test_the_api_check_names_the_auth_setting_when_credentials_are_wrong(
         check_api(api)
     anonymous = httpx.post(f"{api}/flow_runs/filter", json={}, timeout=10)
     assert anonymous.status_code == 401
+
+
+def test_an_instrument_slot_held_across_a_server_restart_can_be_released(
+    tmp_path: Path,
+) -> None:
+    """`ccdflow server`'s lease storage keeps concurrency leases on disk: a run that
+    holds the instrument while the server restarts can still release it. In memory
+    (Prefect's default) the lease is gone and the slot stays taken for good."""
+    from flows.console_stack import LEASE_STORAGE
+
+    env = _server_env(tmp_path, PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE=LEASE_STORAGE)
+    api = f"{env['PREFECT_API_URL']}/v2/concurrency_limits"
+    with _running_server(env):
+        httpx.post(f"{api}/", json={"name": "instrument-x", "limit": 1}, timeout=10)
+        held = httpx.post(
+            f"{api}/increment-with-lease",
+            json={"names": ["instrument-x"], "slots": 1, "lease_duration": 600},
+            timeout=10,
+        )
+        held.raise_for_status()
+        lease_id = held.json()["lease_id"]
+    with _running_server(env):
+        assert httpx.get(f"{api}/instrument-x", timeout=10).json()["active_slots"] == 1
+        released = httpx.post(
+            f"{api}/decrement-with-lease", json={"lease_id": lease_id}, timeout=10
+        )
+        assert released.status_code == 204
+        assert httpx.get(f"{api}/instrument-x", timeout=10).json()["active_slots"] == 0
