@@ -429,13 +429,15 @@ def test_the_form_takes_a_dark(
     began = time.monotonic()
     answer = _submit(page)
     assert answer.status == 201, answer.text()
-    run_id = answer.json()["id"]
-    # Back on the deployment's page, the new run is listed by name. (The toast's "View
-    # run" is no way there: Prefect mounts two toast containers and one covers the
-    # other's button, so a click never lands.)
+    created = answer.json()  # read now: the body is gone once the page navigates
+    run_id, run_name = created["id"], created["name"]
+    # The UI goes back to the deployment's page. The run's page is opened by its
+    # address: the toast's "View run" never takes a click (Prefect mounts two toast
+    # containers, one covering the other), and the deployment's run list refreshes on
+    # its own schedule, so clicking the new run's name there timed out once in CI.
     page.wait_for_url(re.compile(rf"/deployments/deployment/{deployment['id']}(\?.*)?$"))
-    page.get_by_role("link", name=answer.json()["name"], exact=True).click()
-    page.wait_for_url(f"**/runs/flow-run/{run_id}*")
+    page.goto(f"{console.ui_url}/runs/flow-run/{run_id}")
+    expect(page.get_by_text(run_name).first).to_be_visible(timeout=UI_TIMEOUT_MS)
     assert _operator_runs(api, deployment["id"]) == runs_before | {run_id}
 
     run = _wait_completed(api, console, run_id)
