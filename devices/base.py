@@ -6,7 +6,8 @@ different controller or a test double with real behaviour can stand in for hardw
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
@@ -70,6 +71,28 @@ class ExposureTimes:
     def measured_s(self) -> float:
         """The integration as measured: end - start, in seconds."""
         return (self.end - self.start).total_seconds()
+
+
+@dataclass(frozen=True, slots=True)
+class CameraCapabilities:
+    """What a camera can do, known before it is contacted.
+
+    A spec asking for something the camera lacks is refused when the exposure is
+    planned, with the vendor's reason (``why_not``), instead of failing on the
+    hardware half-way through a sequence.
+    """
+
+    opens_shutter: bool = True
+    """It drives a shutter (light frames are possible)."""
+    readout_delay: bool = False
+    """It can slow its readout per pixel (ExposureSpec.readout_delay)."""
+    buffered_frames: int = 0
+    """Frames it keeps after the host dies, readable by a recovery (0: none)."""
+    why_not: Mapping[str, str] = field(default_factory=dict)
+    """Feature name -> why this camera lacks it, in the vendor's terms."""
+
+    def reason(self, feature: str) -> str:
+        return self.why_not.get(feature, "not supported by this camera")
 
 
 @runtime_checkable

@@ -107,14 +107,19 @@ def plan_exposure(
         except ValueError as exc:
             problems.append(str(exc))
             continue
-        if spec.readout_delay and not _defines(plan, "WaitCount"):
-            problems.append(f"readout_delay: {name}'s timing script has no WaitCount")
+        able = plan.capabilities
+        if spec.readout_delay and not able.readout_delay:
+            problems.append(
+                f"readout_delay: {name} cannot delay its readout ({able.reason('readout_delay')})"
+            )
         if (
             spec.opens_shutter
             and name == instrument.shutter_controller_name
-            and not _defines(plan, "OpenShutter")
+            and not able.opens_shutter
         ):
-            problems.append(f"shutter: {name}'s timing script cannot open a shutter")
+            problems.append(
+                f"shutter: {name} cannot open a shutter ({able.reason('opens_shutter')})"
+            )
         windows[name] = window
         exposure_plans[name] = plan_for_window(plan, window)
     if not problems:
@@ -136,10 +141,6 @@ def _master_problems(
     }
     bunit = "electron" if processing.electrons else "adu"
     return master_problems(spec, processing.masters, shapes, bunit)
-
-
-def _defines(plan: ControllerPlan, parameter: str) -> bool:
-    return any(key.lower() == parameter.lower() for key in plan.acf.parameters)
 
 
 async def _apply_windows(sessions: list[ControllerSession], plan: ExposurePlan) -> None:

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from devices.archon.acf import AcfConfig, AcfError, ccd_layout, load_acf
+from devices.archon.capabilities import archon_capabilities
 from devices.archon.controller import ArchonController, ControllerTiming
 from devices.archon.errors import ArchonError
+from devices.base import CameraCapabilities
 from devices.geometry import CcdRegion
 from schemas.errors import ConfigError
 from schemas.instrument import ControllerConfig, InstrumentConfig
@@ -37,6 +39,8 @@ class ControllerPlan:
     placements: tuple[DetectorPlacement, ...] = ()
     """Per CCD, where its amplifiers' science pixels sit on the detector, from the
     full unbinned readout (a window keeps it: raw headers map windows onto it)."""
+    capabilities: CameraCapabilities = field(default_factory=CameraCapabilities)
+    """What the camera can do, so a spec it cannot take is refused before contact."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +81,18 @@ def plan_instrument(instrument: InstrumentConfig) -> list[ControllerPlan]:
             problems.append(f"{where}.acf: {exc}")
             continue
         problems += _processing_problems(instrument, where, config, layout, overscan)
-        plans.append(ControllerPlan(config, acf, layout, pixels, overscan, lines, placements))
+        plans.append(
+            ControllerPlan(
+                config,
+                acf,
+                layout,
+                pixels,
+                overscan,
+                lines,
+                placements,
+                capabilities=archon_capabilities(acf),
+            )
+        )
     if problems:
         raise ConfigError(f"instrument {instrument.name}", problems)
     return plans
