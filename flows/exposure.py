@@ -392,12 +392,12 @@ async def observe_night(
         first = 0
         for step, specs in steps:
             count = len(_flat(specs))
-            skipped = await _before_step(step.name, plan, clock, holding)
-            if skipped == Decision.STOP:
-                results.append(_not_taken(step.name, "the night was stopped"))
+            decision, reason = await _before_step(step.name, plan, clock, holding)
+            if decision is Decision.STOP:
+                results.append(_not_taken(step.name, reason))
                 break
-            if skipped is not None:
-                results.append(_not_taken(step.name, skipped))
+            if decision is Decision.SKIP:
+                results.append(_not_taken(step.name, reason))
                 first += count
                 continue
             await holding.hold()
@@ -428,15 +428,15 @@ def _not_taken(name: str, reason: str) -> SequenceResult:
 
 async def _before_step(
     name: str, plan: NightPlan, clock: NightClock, holding: "_Holding"
-) -> str | None:
-    """Wait for the step's window and its operator; why it is not taken, or None.
+) -> tuple[Decision, str]:
+    """Wait for the step's window and its operator; take, skip or stop, and why.
 
-    Returns Decision.STOP when the operator's silence is configured to end the night.
+    STOP: the operator's silence is configured to end the night.
     """
     logger = get_run_logger()
     if reason := clock.closed(name):
         logger.warning("%s: skipped, %s", name, reason)
-        return reason
+        return Decision.SKIP, reason
     if wait := clock.wait_s(name):
         start, _ = clock.window(name)
         assert start is not None
@@ -448,13 +448,13 @@ async def _before_step(
         key = f"{plan.name}-{name}-{clock.night or datetime.now(UTC).date()}"
         decision = await ask_operator(name, question, key)
         if decision is Decision.STOP:
-            return Decision.STOP
+            return Decision.STOP, "the night was stopped"
         if decision is Decision.SKIP:
-            return "the operator skipped it"
+            return Decision.SKIP, "the operator skipped it"
         if reason := clock.closed(name):
             logger.warning("%s: skipped, %s while waiting for the operator", name, reason)
-            return reason
-    return None
+            return Decision.SKIP, reason
+    return Decision.TAKE, ""
 
 
 class _Holding:

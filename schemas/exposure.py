@@ -12,10 +12,10 @@ import hashlib
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from schemas.fits_rules import CardValue, check_keyword, check_value
-from schemas.form_order import positioned
+from schemas.form_order import FormModel
 from schemas.night_window import NightMoment, TimeWindow
 from schemas.operator import OperatorQuestion
 
@@ -55,19 +55,14 @@ class StackMethod(StrEnum):
     SUM = "sum"
 
 
-class _Frozen(BaseModel):
-    # Fields keep their declared order in the Prefect UI's forms (schemas/form_order.py).
-    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=positioned)
-
-
-class Binning(_Frozen):
+class Binning(FormModel):
     """On-chip binning: columns (x) and lines (y) summed per pixel."""
 
     x: int = Field(default=1, ge=1, le=16, title="Columns (x)")
     y: int = Field(default=1, ge=1, le=16, title="Lines (y)")
 
 
-class Window(_Frozen):
+class Window(FormModel):
     """A region of interest per amplifier, in unbinned readout lines and pixels.
 
     Checked against the controller's geometry when the flow plans the exposure.
@@ -79,21 +74,21 @@ class Window(_Frozen):
     pixels: int = Field(ge=1, title="Pixels")
 
 
-class Coordinates(_Frozen):
+class Coordinates(FormModel):
     """Where the telescope points, ICRS degrees."""
 
     ra_deg: float = Field(ge=0.0, lt=360.0, allow_inf_nan=False, title="RA (deg)")
     dec_deg: float = Field(ge=-90.0, le=90.0, allow_inf_nan=False, title="Dec (deg)")
 
 
-class Stacking(_Frozen):
+class Stacking(FormModel):
     """Take ``frames`` readouts and combine them into one file (NCOMBINE, COMBMETH)."""
 
     frames: int = Field(ge=2, le=1000, title="Frames")
     method: StackMethod = Field(default=StackMethod.MEDIAN, title="Method")
 
 
-class ExposureSpec(_Frozen):
+class ExposureSpec(FormModel):
     """One kind of exposure, taken ``count`` times.
 
     A bias always has an exposure time of 0: a non-zero value given for a bias is set
@@ -191,7 +186,7 @@ class ExposureSpec(_Frozen):
         return hashlib.sha256(canonical).hexdigest()[:16]
 
 
-class SequenceSpec(_Frozen):
+class SequenceSpec(FormModel):
     """An ordered list of exposure specs, the whole list taken ``repeats`` times."""
 
     name: str = Field(default="sequence", min_length=1, max_length=64, pattern=r"^[\w.-]+$")
@@ -207,24 +202,24 @@ class SequenceSpec(_Frozen):
         return sum(spec.count for spec in self.expand())
 
 
-class DarkSet(_Frozen):
+class DarkSet(FormModel):
     exptime: float = Field(gt=0.0, le=MAX_EXPTIME, allow_inf_nan=False)
     count: int = Field(ge=1, le=1000)
 
 
-class FlatSet(_Frozen):
+class FlatSet(FormModel):
     filter: str | None = Field(default=None, min_length=1, max_length=32, pattern=PRINTABLE)
     exptime: float = Field(gt=0.0, le=MAX_EXPTIME, allow_inf_nan=False)
     count: int = Field(ge=1, le=1000)
 
 
-class ArcSet(_Frozen):
+class ArcSet(FormModel):
     lamp: str = Field(min_length=1, max_length=32, pattern=PRINTABLE)
     exptime: float = Field(gt=0.0, le=MAX_EXPTIME, allow_inf_nan=False)
     count: int = Field(ge=1, le=1000)
 
 
-class CalibrationSpec(_Frozen):
+class CalibrationSpec(FormModel):
     """A calibration set: biases, then darks, flats and arcs, in the order given."""
 
     name: str = Field(default="calibrations", min_length=1, max_length=64, pattern=r"^[\w.-]+$")
@@ -272,7 +267,7 @@ class CalibrationSpec(_Frozen):
         return SequenceSpec(name=self.name, exposures=self.expand())
 
 
-class NightPlan(_Frozen):
+class NightPlan(FormModel):
     """A night: sequences and calibration sets, taken in the order listed.
 
     Each step is a SequenceSpec (it has ``exposures``) or a CalibrationSpec (it has

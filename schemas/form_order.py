@@ -12,9 +12,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict
+
 
 def positioned(schema: dict[str, Any]) -> None:
     """Number the schema's properties in declaration order (pydantic keeps it)."""
     for position, field_schema in enumerate(schema.get("properties", {}).values()):
         if isinstance(field_schema, dict):
             field_schema["position"] = position
+
+
+class FormModel(BaseModel):
+    """Base of the user-facing models: frozen, unknown keys refused, and fields in
+    their declared order in the Prefect UI's forms."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=positioned)

@@ -18,8 +18,6 @@ from typing import Any
 import yaml
 from pydantic import (
     AnyHttpUrl,
-    BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
     ValidationInfo,
@@ -29,7 +27,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from schemas.errors import ConfigError
-from schemas.form_order import positioned
+from schemas.form_order import FormModel
 from schemas.header import HeaderSpec
 from schemas.naming import NightRule, check_template, check_timezone
 from schemas.processing import ProcessingConfig
@@ -44,12 +42,7 @@ STATUS_KEY = r"^[A-Z0-9_]+(/[A-Z0-9_]+)?$"
 ENV_PREFIX = "CCDFLOW_"
 
 
-class _Frozen(BaseModel):
-    # Fields keep their declared order in the Prefect UI's forms (schemas/form_order.py).
-    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=positioned)
-
-
-class AmplifierConfig(_Frozen):
+class AmplifierConfig(FormModel):
     """Per-amplifier gain and noise, when they differ from the CCD's."""
 
     name: str = Field(pattern=r"^[A-Z]$", description="A, B, ... in the controller's tap order")
@@ -57,7 +50,7 @@ class AmplifierConfig(_Frozen):
     read_noise: float = Field(ge=0, le=1000, description="e- rms")
 
 
-class CcdConfig(_Frozen):
+class CcdConfig(FormModel):
     """One CCD read by a controller; order follows the controller's taps."""
 
     name: str = Field(pattern=NAME_PATTERN, description="CCDNAME, also used in file names")
@@ -86,7 +79,7 @@ class CcdConfig(_Frozen):
         return amps
 
 
-class ControllerConfig(_Frozen):
+class ControllerConfig(FormModel):
     """One Archon controller and what the adapter needs to know to drive it."""
 
     name: str = Field(pattern=NAME_PATTERN)
@@ -135,7 +128,7 @@ class NoRawProductWarning(UserWarning):
     """A storage config turned the raw product off: the data as read will be lost."""
 
 
-class StorageConfig(_Frozen):
+class StorageConfig(FormModel):
     """Where files go, what is written and how it is named. A relative ``data_root`` is
     relative to the working directory.
 
@@ -206,7 +199,7 @@ class StorageConfig(_Frozen):
         return NightRule(timezone=self.timezone, rollover=self.night_rollover)
 
 
-class ArchiveConfig(_Frozen):
+class ArchiveConfig(FormModel):
     """An HDF5 archive per sequence, beside the night's FITS files: one cube per CCD of
     the raw frames as read (their integer samples) by default, or of the processed
     images (float32) with ``product: processed``, which needs ``storage.processed``."""
@@ -215,7 +208,7 @@ class ArchiveConfig(_Frozen):
     product: Product = Product.RAW
 
 
-class ReceiverConfig(_Frozen):
+class ReceiverConfig(FormModel):
     """Where to announce new files. The bearer token is read from an environment
     variable, never stored in the config.
 
@@ -254,7 +247,7 @@ class ReceiverConfig(_Frozen):
         return self
 
 
-class DaskConfig(_Frozen):
+class DaskConfig(FormModel):
     """Per-CCD work: an in-process threaded cluster, or a scheduler to scale out."""
 
     scheduler: str | None = Field(default=None, pattern=r"^(tcp|tls|inproc)://\S+$")
@@ -280,7 +273,7 @@ class BusyPolicy(StrEnum):
     FAIL = "fail"
 
 
-class InstrumentConfig(_Frozen):
+class InstrumentConfig(FormModel):
     """The whole instrument: identity cards, controllers, storage and services."""
 
     name: str = Field(pattern=NAME_PATTERN, description="INSTRUME card and file-name prefix")

@@ -10,19 +10,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from schemas.form_order import positioned
+from schemas.form_order import FormModel
 from schemas.night_window import NightMoment
 
 DEPLOYMENT_NAME = r"^[\w.-]+/[\w.-]+$"
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=positioned)
-
-
-class PlannedRun(_Frozen):
+class PlannedRun(FormModel):
     """One run of a deployment at one moment of the night."""
 
     name: str = Field(
@@ -43,7 +39,7 @@ class PlannedRun(_Frozen):
     )
 
 
-class NightSchedule(_Frozen):
+class NightSchedule(FormModel):
     """The runs of a night, each at its moment."""
 
     name: str = Field(default="night", min_length=1, max_length=64, pattern=r"^[\w.-]+$")

@@ -14,9 +14,9 @@ from __future__ import annotations
 from datetime import time
 from typing import Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from schemas.form_order import positioned
+from schemas.form_order import FormModel
 
 SunEvent = Literal[
     "sunset",
@@ -34,11 +34,7 @@ SUN_EVENTS: tuple[str, ...] = get_args(SunEvent)
 NOON = time(12, 0)
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=positioned)
-
-
-class NightMoment(_Frozen):
+class NightMoment(FormModel):
     """A Sun event plus an offset, or a local clock time; exactly one of them."""
 
     event: SunEvent | None = Field(
@@ -80,7 +76,7 @@ class NightMoment(_Frozen):
         return str(base)
 
 
-class TimeWindow(_Frozen):
+class TimeWindow(FormModel):
     """When a step may run: it does not start before ``start`` nor after ``end``, and
     takes no new exposure once ``end`` has passed (the step ends with what it took)."""
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from schemas.form_order import positioned
+from schemas.form_order import FormModel
 
 
 class NoAnswer(StrEnum):
@@ -26,10 +26,8 @@ class NoAnswer(StrEnum):
     """End the night cleanly, with what it took."""
 
 
-class OperatorQuestion(BaseModel):
+class OperatorQuestion(FormModel):
     """Asked before a step; the step runs on yes, is skipped on no."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=positioned)
 
     prompt: str = Field(
         min_length=1, max_length=200, title="Question", description="shown to the operator"

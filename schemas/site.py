@@ -12,21 +12,16 @@ from __future__ import annotations
 from itertools import pairwise
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from schemas.form_order import positioned
+from schemas.form_order import FormModel
 from schemas.naming import check_timezone
 
 SITE_NAME = r"^[\x20-\x7e]+$"
 """Printable ASCII: the name may go into a FITS string value (at most 68 characters)."""
 
 
-class _Frozen(BaseModel):
-    # Fields keep their declared order in the Prefect UI's forms (schemas/form_order.py).
-    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=positioned)
-
-
-class Site(_Frozen):
+class Site(FormModel):
     """An observing site: geodetic position and the IANA time zone of its clocks.
 
     The elevation is kept for the record and for the topocentric position; it does not
@@ -81,7 +76,7 @@ class Site(_Frozen):
         return ZoneInfo(self.timezone)
 
 
-class SunHorizons(_Frozen):
+class SunHorizons(FormModel):
     """Sun altitudes (degrees, apparent centre, no refraction applied) that define events.
 
     The defaults are the almanac conventions: sunset and sunrise when the upper limb
