@@ -54,9 +54,15 @@ def owned_processes(owner: int) -> list[int]:
     return found
 
 
+SWEEPS = 3
+"""Scans after the SIGKILL: a tagged process started during the grace period (a
+child its dying parent started) is found and killed by the next scan."""
+
+
 def stop_owned(owner: int, grace_s: float = GRACE_S) -> list[int]:
     """SIGTERM every process tagged with ``owner``, SIGKILL what is left after
-    ``grace_s``; return the pids that were signalled."""
+    ``grace_s`` (and anything tagged that started meanwhile); return the pids that
+    were signalled."""
     pids = owned_processes(owner)
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
@@ -64,11 +70,17 @@ def stop_owned(owner: int, grace_s: float = GRACE_S) -> list[int]:
     deadline = time.monotonic() + grace_s
     while time.monotonic() < deadline and any(_alive(pid) for pid in pids):
         time.sleep(0.1)
-    for pid in pids:
-        if _alive(pid):
+    signalled = list(pids)
+    for _ in range(SWEEPS):
+        left = [pid for pid in owned_processes(owner) if _alive(pid)]
+        if not left:
+            break
+        for pid in left:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-    return pids
+        signalled += [pid for pid in left if pid not in signalled]
+        time.sleep(0.1)
+    return signalled
 
 
 def _alive(pid: int) -> bool:

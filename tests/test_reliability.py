@@ -20,7 +20,7 @@ from astropy.io import fits
 
 from devices.archon.simulator import ArchonSimulator
 from devices.archon.simulator.core import CoreState
-from flows.reaper import GRACE_S
+from flows.reaper import GRACE_S, OWNER_VARIABLE
 
 from .conftest import REPO
 
@@ -139,6 +139,15 @@ def _running(process: psutil.Process) -> bool:
         return False
 
 
+def _describe(process: psutil.Process) -> str:
+    """A process as a failure message needs it: pid, state, tag and command."""
+    try:
+        tag = process.environ().get(OWNER_VARIABLE)
+        return f"{process.pid} ({process.status()}, owner {tag}): {' '.join(_cmdline(process))}"
+    except psutil.Error as exc:
+        return f"{process.pid} ({exc})"
+
+
 def _kill_all(processes: list[psutil.Process]) -> None:
     for process in processes:
         with contextlib.suppress(psutil.NoSuchProcess):
@@ -173,11 +182,13 @@ async def test_kill_9_mid_sequence_then_resume_takes_every_exposure_once(
         await first.wait()
         servers = [p for p in started if "uvicorn" in " ".join(_cmdline(p))]
         assert servers, "the run started no embedded Prefect API"
-        await _until(
-            lambda: not any(_running(p) for p in started),
-            GRACE_S + 5,
-            "the killed run's processes gone",
-        )
+        try:
+            # The grace period, plus room for a loaded machine (a process in an
+            # uninterruptible write dies only when the write ends).
+            await _until(lambda: not any(_running(p) for p in started), GRACE_S + 20, "gone")
+        except TimeoutError:
+            left = [_describe(p) for p in started if _running(p)]
+            raise AssertionError(f"the killed run's processes outlived it: {left}") from None
     finally:
         if first.returncode is None:
             first.kill()
