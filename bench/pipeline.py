@@ -129,12 +129,14 @@ async def run(exposures: int, exptime: float, memory_exposures: int) -> dict[str
     from flows.demo import simulated_instrument
     from flows.exposure import run_sequence
     from schemas.exposure import ExposureSpec, SequenceSpec
-    from schemas.instrument import load_instrument
+    from schemas.instrument import ArchonControllerConfig, load_instrument
 
     report: dict[str, Any] = {}
     with TemporaryDirectory(prefix="ccdflow-bench-") as tmp:
         base = load_instrument("deploy/instruments/sim.yaml").with_overrides(data_root=Path(tmp))
-        acf = load_acf(base.controllers[0].acf)
+        archon = base.controllers[0]
+        assert isinstance(archon, ArchonControllerConfig), "the pipeline bench runs an Archon"
+        acf = load_acf(archon.acf)
         readout = acf.line_count * acf.pixel_count / PIXEL_RATE
         sequence = SequenceSpec(
             name="dead-time",

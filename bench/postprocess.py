@@ -184,7 +184,7 @@ def run(repeats: int, taps: int) -> dict[str, Any]:
         acf.write_text(acf_text(taps), encoding="utf-8")
         instrument = bench_instrument(acf, Path(tmp) / "data")
         plan = plan_instrument(instrument)[0]
-        buffer = raw_buffer(plan.acf.buffer_shape)
+        buffer = raw_buffer(plan.buffer_shape)
         runner = Runner(plan, instrument, buffer)
         seconds: dict[str, list[float]] = {}
         startup: dict[str, float] = {}

@@ -116,8 +116,11 @@ async def run(frames: int) -> dict[str, object]:
         nbytes = 0
         acf_shape: tuple[int, int] | None = None
         from devices.archon.acf import load_acf
+        from schemas.instrument import ArchonControllerConfig
 
-        acf = load_acf(live.controllers[0].acf)
+        archon = live.controllers[0]
+        assert isinstance(archon, ArchonControllerConfig), "the stage bench runs an Archon"
+        acf = load_acf(archon.acf)
         acf_shape = acf.buffer_shape
         nbytes = acf.buffer_shape[0] * acf.buffer_shape[1] * acf.bytes_per_pixel
 

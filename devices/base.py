@@ -88,6 +88,8 @@ class CameraCapabilities:
     """It can slow its readout per pixel (ExposureSpec.readout_delay)."""
     buffered_frames: int = 0
     """Frames it keeps after the host dies, readable by a recovery (0: none)."""
+    cooled: bool = False
+    """It holds its sensor at a set point: each exposure waits until it is stable there."""
     why_not: Mapping[str, str] = field(default_factory=dict)
     """Feature name -> why this camera lacks it, in the vendor's terms."""
 

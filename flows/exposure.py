@@ -55,8 +55,8 @@ def _current_flow_run_id() -> str | None:
 
 
 async def _system_info(sessions: list[ControllerSession]) -> dict[str, Mapping[str, str]]:
-    """SYSTEM of every controller, read once per run for header sources."""
-    return {s.plan.config.name: (await s.controller.system()).values for s in sessions}
+    """Identity (an Archon's SYSTEM) of every camera, read once per run for header sources."""
+    return {s.plan.config.name: await s.controller.identity() for s in sessions}
 
 
 def _check_all(

@@ -26,7 +26,6 @@ import numpy.typing as npt
 from prefect import get_run_logger
 from prefect.runtime import flow_run
 
-from devices.archon.window import Window as ReadoutWindow
 from devices.base import DeviceError, ExposureTimes
 from schemas.errors import ConfigError
 from schemas.exposure import ExposureSpec
@@ -34,7 +33,7 @@ from schemas.instrument import FailurePolicy, InstrumentConfig
 from schemas.products import Product
 from schemas.results import ExposureResult, FileRecord
 from tasks.archive import SequenceArchiver, archive
-from tasks.control.geometry import plan_for_window, window_for
+from tasks.control.geometry import plan_readout
 from tasks.control.instrument import ControllerPlan, ControllerSession
 from tasks.durable.numbering import next_exposure_number
 from tasks.durable.savepoint import (
@@ -83,27 +82,25 @@ class StageClock:
 
 @dataclass(frozen=True, slots=True)
 class ExposurePlan:
-    """Per controller: the window to set and the geometry post-processing will see."""
+    """Per camera: the plan (readout setup and the geometry post-processing will see)."""
 
-    windows: dict[str, ReadoutWindow]
     plans: dict[str, ControllerPlan]
 
 
 def plan_exposure(
     spec: ExposureSpec, instrument: InstrumentConfig, plans: list[ControllerPlan]
 ) -> ExposurePlan:
-    """Check ``spec`` against the instrument's configs and ACFs (no device is asked);
+    """Check ``spec`` against the instrument's configs and cameras (no device is asked);
     every problem in one ConfigError."""
     problems: list[str] = []
     if spec.filter is not None and spec.filter not in instrument.filters:
         known = ", ".join(instrument.filters) or "none configured"
         problems.append(f"filter: {spec.filter!r} is not a filter of {instrument.name} ({known})")
-    windows: dict[str, ReadoutWindow] = {}
     exposure_plans: dict[str, ControllerPlan] = {}
     for plan in plans:
         name = plan.config.name
         try:
-            window = window_for(spec, plan)
+            exposure_plans[name] = plan_readout(spec, plan)
         except ValueError as exc:
             problems.append(str(exc))
             continue
@@ -120,13 +117,11 @@ def plan_exposure(
             problems.append(
                 f"shutter: {name} cannot open a shutter ({able.reason('opens_shutter')})"
             )
-        windows[name] = window
-        exposure_plans[name] = plan_for_window(plan, window)
     if not problems:
         problems += _master_problems(spec, instrument, list(exposure_plans.values()))
     if problems:
         raise ConfigError(f"exposure spec for {instrument.name}", problems)
-    return ExposurePlan(windows, exposure_plans)
+    return ExposurePlan(exposure_plans)
 
 
 def _master_problems(
@@ -143,27 +138,15 @@ def _master_problems(
     return master_problems(spec, processing.masters, shapes, bunit)
 
 
-async def _apply_windows(sessions: list[ControllerSession], plan: ExposurePlan) -> None:
+async def _apply_setups(sessions: list[ControllerSession], plan: ExposurePlan) -> None:
     for session in sessions:
-        window = plan.windows[session.plan.config.name]
-        if session.controller.window != window:
-            await session.controller.set_window(**_window_fields(window))
-
-
-def _window_fields(window: ReadoutWindow) -> dict[str, int]:
-    return {name: getattr(window, name) for name in window.__dataclass_fields__}
+        await session.controller.apply(plan.plans[session.plan.config.name].setup)
 
 
 def _status_readers(
     sessions: list[ControllerSession],
 ) -> dict[str, Callable[[], Awaitable[Mapping[str, float]]]]:
-    def reader(session: ControllerSession) -> Callable[[], Awaitable[Mapping[str, float]]]:
-        async def read() -> Mapping[str, float]:
-            return (await session.controller.status()).values
-
-        return read
-
-    return {s.plan.config.name: reader(s) for s in sessions}
+    return {s.plan.config.name: s.controller.telemetry for s in sessions}
 
 
 @dataclass(slots=True)
@@ -322,11 +305,15 @@ async def acquire(
     integration starts (the sequence journal records it there). A single-frame
     exposure leaves a save-point before its fetch (tasks/durable/savepoint.py), naming
     ``journal_entry`` (journal file, index) so a recovery can complete the journal.
-    Stacked exposures combine several readouts and cannot be recovered from one buffer.
+    Stacked exposures combine several readouts and cannot be recovered from one buffer,
+    and cameras without frame buffers (``recoverable``) leave nothing to recover.
     """
     plan = plan_exposure(spec, instrument, [s.plan for s in sessions])
-    await _apply_windows(sessions, plan)
     clock = StageClock()
+    if any(s.plan.capabilities.cooled for s in sessions):
+        # A cooled camera must be stable at its set point before the frame is numbered.
+        await clock.run("settle", lambda: _settle(sessions))
+    await _apply_setups(sessions, plan)
     now = datetime.now(UTC)
     expnum = next_exposure_number(
         instrument.storage.data_root,
@@ -335,13 +322,23 @@ async def acquire(
     if numbered is not None:
         numbered(expnum, now)
     hook = None
-    if spec.frames_per_exposure == 1:
+    if spec.frames_per_exposure == 1 and recoverable(sessions):
         hook = partial(_save_point, sessions, instrument, spec, expnum, now, journal_entry)
     frames = [
         await _read_one_frame(sessions, spec, clock, instrument, hook)
         for _ in range(spec.frames_per_exposure)
     ]
     return Acquired(spec, plan, expnum, now, clock, frames)
+
+
+async def _settle(sessions: list[ControllerSession]) -> None:
+    await asyncio.gather(*(s.controller.settle() for s in sessions))
+
+
+def recoverable(sessions: list[ControllerSession]) -> bool:
+    """Every camera keeps its frames after the host dies, so a save-point is worth
+    writing (an Alpaca camera does not: a killed run's frame is gone with it)."""
+    return all(s.plan.capabilities.buffered_frames > 0 for s in sessions)
 
 
 async def _save_point(
@@ -365,15 +362,18 @@ async def _save_point(
     """
     live = [s for s in sessions if s.plan.config.name in buffers]
     try:
-        statuses = await asyncio.gather(*(s.controller.frame() for s in live))
+        held = await asyncio.gather(
+            *(s.controller.held_frame(buffers[s.plan.config.name]) for s in live)
+        )
     except DeviceError as exc:
-        get_run_logger().warning("exposure %d: no save-point (FRAME failed: %s)", expnum, exc)
+        get_run_logger().warning("exposure %d: no save-point (%s)", expnum, exc)
         return
-    frames = {}
-    for session, status in zip(live, statuses, strict=True):
-        name = session.plan.config.name
-        info = status.buffer(buffers[name])
-        frames[name] = FrameIdentity(buffer=info.number, frame=info.frame, timestamp=info.timestamp)
+    frames = {
+        session.plan.config.name: FrameIdentity(
+            buffer=info.buffer, frame=info.frame, timestamp=info.timestamp
+        )
+        for session, info in zip(live, held, strict=True)
+    }
     run_id = flow_run.get_id()
     point = SavePoint(
         instrument=instrument.name,

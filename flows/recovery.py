@@ -21,7 +21,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 
 from devices.base import DeviceError
-from flows.frame import Acquired, ReadFrame, StageClock, finish, plan_exposure
+from flows.frame import Acquired, ReadFrame, StageClock, finish, plan_exposure, recoverable
 from schemas.errors import ConfigError
 from schemas.instrument import InstrumentConfig
 from schemas.results import ExposureResult
@@ -50,8 +50,8 @@ async def _still_there(point: SavePoint, sessions: Mapping[str, ControllerSessio
         session = sessions.get(name)
         if session is None:
             return f"controller {name} is no longer in the instrument"
-        info = (await session.controller.frame()).buffer(identity.buffer)
-        if not info.complete or (info.frame, info.timestamp) != (
+        held = await session.controller.held_frame(identity.buffer)
+        if not held.complete or (held.frame, held.timestamp) != (
             identity.frame,
             identity.timestamp,
         ):
@@ -94,7 +94,21 @@ async def recover_frames(
     logger = get_run_logger()
     recovered: list[Recovered] = []
     by_name = {s.plan.config.name: s for s in sessions}
-    for point in pending_savepoints(instrument):
+    points = pending_savepoints(instrument)
+    if points and not recoverable(sessions):
+        # Left by an earlier config of this instrument whose cameras kept their frames.
+        logger.warning(
+            "%d save-point(s) not checked: %s cannot keep frames for a recovery (%s)",
+            len(points),
+            instrument.name,
+            "; ".join(
+                f"{s.plan.config.name}: {s.plan.capabilities.reason('buffered_frames')}"
+                for s in sessions
+                if not s.plan.capabilities.buffered_frames
+            ),
+        )
+        return recovered
+    for point in points:
         try:
             gone = await _still_there(point, by_name)
         except (DeviceError, ValueError) as exc:
@@ -130,5 +144,5 @@ async def recover(instrument: InstrumentConfig) -> list[ExposureResult]:
     """
     plans = plan_instrument(instrument)
     async with instrument_lock(instrument), open_instrument(plans) as sessions:
-        system = {s.plan.config.name: (await s.controller.system()).values for s in sessions}
+        system = {s.plan.config.name: await s.controller.identity() for s in sessions}
         return [r.result for r in await recover_frames(sessions, instrument, system)]

@@ -13,12 +13,14 @@ import warnings
 from datetime import time
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
     AnyHttpUrl,
+    Discriminator,
     Field,
+    Tag,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -79,25 +81,16 @@ class CcdConfig(FormModel):
         return amps
 
 
-class ControllerConfig(FormModel):
-    """One Archon controller and what the adapter needs to know to drive it."""
+class CameraEntry(FormModel):
+    """What every camera of the instrument has, whoever made it: a name, an address,
+    the CCDs it reads (in readout order) and the bounds on talking to it."""
 
     name: str = Field(pattern=NAME_PATTERN)
     host: str = Field(default="127.0.0.1", min_length=1)
-    port: int = Field(default=4242, ge=1, le=65535)
-    acf: Path = Field(description="ACF file; relative paths are relative to the YAML file")
     ccds: list[CcdConfig] = Field(min_length=1)
     command_timeout_s: float = Field(default=5.0, gt=0, le=600)
-    flush_time_s: float = Field(default=0.05, ge=0, le=60, description="duration of one flush")
     flush_count: int = Field(default=1, ge=1, le=100)
     readout_timeout_s: float = Field(default=120.0, gt=0, le=3600)
-    shutter_timestamps: bool = Field(
-        default=False,
-        description=(
-            "the timing script latches BUFnRETIMESTAMP/FETIMESTAMP at shutter open and "
-            "close: DATE-OBS and DATE-END then come from the controller's timer"
-        ),
-    )
 
     @field_validator("ccds")
     @classmethod
@@ -107,6 +100,96 @@ class ControllerConfig(FormModel):
         if duplicates:
             raise ValueError(f"CCD names must be unique; repeated: {', '.join(duplicates)}")
         return ccds
+
+
+class ArchonControllerConfig(CameraEntry):
+    """An Archon controller (``kind: archon``, the default) and what its adapter needs."""
+
+    kind: Literal["archon"] = "archon"
+    port: int = Field(default=4242, ge=1, le=65535)
+    acf: Path = Field(description="ACF file; relative paths are relative to the YAML file")
+    flush_time_s: float = Field(default=0.05, ge=0, le=60, description="duration of one flush")
+    shutter_timestamps: bool = Field(
+        default=False,
+        description=(
+            "the timing script latches BUFnRETIMESTAMP/FETIMESTAMP at shutter open and "
+            "close: DATE-OBS and DATE-END then come from the controller's timer"
+        ),
+    )
+
+
+class CoolingConfig(FormModel):
+    """A cooled sensor: the set point, and when it counts as there.
+
+    Before each exposure the temperature must have stayed within ``tolerance_c`` of
+    ``set_point_c`` for ``stable_s`` seconds (approached from either side); a camera
+    that does not get there within ``timeout_s`` fails the run with its last reading.
+    ``lowest_c`` is the cooler's range (its datasheet's lowest set point): a set point
+    below it is refused when the config loads.
+    """
+
+    set_point_c: float = Field(ge=-150, le=40, description="SET-TEMP, degrees Celsius")
+    tolerance_c: float = Field(default=0.5, gt=0, le=10)
+    stable_s: float = Field(default=10.0, ge=0, le=3600)
+    timeout_s: float = Field(default=900.0, gt=0, le=7200)
+    lowest_c: float = Field(default=-60.0, ge=-150, le=40, description="the cooler's lowest")
+
+    @model_validator(mode="after")
+    def _set_point_in_range(self) -> CoolingConfig:
+        if self.set_point_c < self.lowest_c:
+            raise ValueError(
+                f"set_point_c {self.set_point_c:g} C is below the cooler's range (lowest_c "
+                f"{self.lowest_c:g} C)"
+            )
+        return self
+
+
+class AlpacaCameraConfig(CameraEntry):
+    """An ASCOM Alpaca camera (``kind: alpaca``): one CCD on an Alpaca server.
+
+    The sensor size, binning limits and shutter are stated here, so exposures are
+    planned before anything is contacted; a run checks them against the camera.
+    """
+
+    kind: Literal["alpaca"]
+    port: int = Field(default=11111, ge=1, le=65535)
+    device_number: int = Field(default=0, ge=0, le=99, description="camera/N on the server")
+    sensor_x: int = Field(ge=1, le=65536, description="CameraXSize, unbinned pixels")
+    sensor_y: int = Field(ge=1, le=65536, description="CameraYSize, unbinned pixels")
+    max_bin_x: int = Field(default=1, ge=1, le=64, description="largest binning used (<= MaxBinX)")
+    max_bin_y: int = Field(default=1, ge=1, le=64)
+    has_shutter: bool = Field(default=True, description="light frames possible")
+    gain: int | None = Field(default=None, ge=0, description="Gain (index or value)")
+    offset: int | None = Field(default=None, ge=0, description="Offset (index or value)")
+    readout_mode: int | None = Field(default=None, ge=0, description="ReadoutMode index")
+    cooling: CoolingConfig | None = None
+
+    @field_validator("ccds")
+    @classmethod
+    def _one_ccd(cls, ccds: list[CcdConfig]) -> list[CcdConfig]:
+        if len(ccds) != 1:
+            raise ValueError(f"an Alpaca camera is one CCD, not {len(ccds)}")
+        if any(amp.name != "A" for amp in ccds[0].amplifiers):
+            raise ValueError("an Alpaca camera is read by one amplifier, named A")
+        return ccds
+
+
+def _camera_kind(entry: Any) -> str:
+    """The kind of a camera entry; ``archon`` when it names none (older YAML)."""
+    if isinstance(entry, dict):
+        return str(entry.get("kind", "archon"))
+    return str(getattr(entry, "kind", "archon"))
+
+
+ControllerConfig = Annotated[
+    Annotated[ArchonControllerConfig, Tag("archon")] | Annotated[AlpacaCameraConfig, Tag("alpaca")],
+    Discriminator(
+        _camera_kind,
+        custom_error_type="camera_kind",
+        custom_error_message="kind must be archon (the default) or alpaca",
+    ),
+]
+"""One camera of the instrument, by its ``kind``."""
 
 
 class FileLayout(StrEnum):
@@ -456,6 +539,8 @@ def resolve_paths(config: InstrumentConfig, base: Path, source: str) -> Instrume
         controller.model_copy(
             update={"acf": _resolved(controller.acf, base, f"controllers.{i}.acf", problems)}
         )
+        if isinstance(controller, ArchonControllerConfig)
+        else controller
         for i, controller in enumerate(config.controllers)
     ]
     masters = config.processing.masters

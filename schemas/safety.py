@@ -51,14 +51,25 @@ class ControllerSafety(BaseModel):
     buffers: list[BufferState] = Field(
         default_factory=list, description="buffers that ever held a frame"
     )
+    secured: bool | None = Field(
+        default=None,
+        description=(
+            "the step that leaves this camera safe went through (an Archon's reset, an "
+            "Alpaca camera's abort); None in older reports: a reset among the actions"
+        ),
+    )
     error: str | None = Field(default=None, description="what went wrong, step by step")
     seconds: float = Field(description="wall time spent on this controller")
 
     @computed_field  # type: ignore[prop-decorator]
     @property
     def safe(self) -> bool:
-        """Reached, reset, and seen idle afterwards."""
-        return self.reached and "reset" in self.actions and self.idle is True
+        """Reached, secured, and seen idle afterwards."""
+        return self.reached and self._secured and self.idle is True
+
+    @property
+    def _secured(self) -> bool:
+        return self.secured if self.secured is not None else "reset" in self.actions
 
     def reason(self) -> str:
         """Why this controller is not safe, with the error text ("safe" if it is)."""
@@ -66,8 +77,8 @@ class ControllerSafety(BaseModel):
             return "safe"
         if not self.reached:
             why = "not reached"
-        elif "reset" not in self.actions:
-            why = "not reset"
+        elif not self._secured:
+            why = "not reset" if self.secured is None else "not secured"
         elif self.idle is None:
             why = "not confirmed idle after the reset"
         else:

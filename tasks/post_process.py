@@ -202,10 +202,10 @@ def process_buffer(
 
     Without ``spec`` only the default overscan correction runs (benchmarks, tests).
     """
-    if buffer.shape != plan.acf.buffer_shape:
+    if buffer.shape != plan.buffer_shape:
         raise ValueError(
             f"{plan.config.name}: buffer shape {buffer.shape} does not match the ACF's "
-            f"{plan.acf.buffer_shape}"
+            f"{plan.buffer_shape}"
         )
     settings = processing or DEFAULT_PROCESSING
     numbers = ReadoutNumbers.of(plan)

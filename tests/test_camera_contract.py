@@ -11,16 +11,24 @@ simulator, and the third-party alpaca-simulators.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from devices.base import CCDController
+from devices.base import CCDController, DeviceUnsupportedError
+from devices.camera import Camera, ReadoutRequest
+from schemas.instrument import load_instrument
+from tasks.control.instrument import ControllerPlan, open_instrument, plan_instrument
 
 from .alpaca_sim import RunningSimulator, running_simulator
-from .conftest import SIM_ACF
+from .conftest import REPO, SIM_ACF, SIM_YAML
+
+SIM_ALPACA = REPO / "deploy" / "instruments" / "sim-alpaca.yaml"
 
 pytestmark = pytest.mark.slow
 
@@ -33,33 +41,39 @@ def alpaca_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningS
         yield sim
 
 
+@dataclass
+class Seam:
+    """A camera of the instrument, built by the registry from its config and opened
+    the way a run opens it, with its plan."""
+
+    camera: Camera
+    plan: ControllerPlan
+
+
 @pytest.fixture(params=["archon", "alpaca"])
-async def camera(
-    request: pytest.FixtureRequest, alpaca_server: RunningSimulator
-) -> AsyncIterator[CCDController]:
+async def seam(
+    request: pytest.FixtureRequest, alpaca_server: RunningSimulator, tmp_path: Path
+) -> AsyncIterator[Seam]:
     if request.param == "archon":
         from devices.archon.acf import load_acf
-        from devices.archon.controller import ArchonController, ControllerTiming
         from devices.archon.simulator import ArchonSimulator
 
-        acf = load_acf(SIM_ACF)
-        timing = ControllerTiming(command_timeout=2.0, readout_timeout=20.0)
-        async with (
-            ArchonSimulator(acf, port=0, seed=3) as sim,
-            ArchonController("127.0.0.1", sim.port, acf, timing=timing) as controller,
-        ):
-            await controller.reset()
-            yield controller
+        async with ArchonSimulator(load_acf(SIM_ACF), port=0, seed=3) as sim:
+            config = load_instrument(SIM_YAML).with_overrides(port=sim.port, data_root=tmp_path)
+            [plan] = plan_instrument(config)
+            async with open_instrument([plan]) as [session]:
+                yield Seam(session.controller, plan)
         return
-    from devices.alpaca.camera import AlpacaCamera
-    from devices.alpaca.ccd import AlpacaCcdCamera
-    from devices.alpaca.client import AlpacaClient
-
     await asyncio.to_thread(alpaca_server.reload)
-    async with AlpacaClient(alpaca_server.host, alpaca_server.port, timeout=5) as client:
-        alpaca = AlpacaCamera(client)
-        await alpaca.connect(timeout=5)
-        yield AlpacaCcdCamera(alpaca)
+    config = load_instrument(SIM_ALPACA).with_overrides(port=alpaca_server.port, data_root=tmp_path)
+    [plan] = plan_instrument(config)
+    async with open_instrument([plan]) as [session]:
+        yield Seam(session.controller, plan)
+
+
+@pytest.fixture
+def camera(seam: Seam) -> CCDController:
+    return seam.camera
 
 
 async def test_a_camera_is_a_ccd_controller(camera: CCDController) -> None:
@@ -103,3 +117,54 @@ async def test_an_interrupted_exposure_leaves_the_camera_ready_for_the_next(
     assert time.monotonic() - start >= EXPTIME * 0.9
     frame = await camera.fetch(await camera.readout())
     assert frame.ndim == 2
+
+
+async def test_the_frame_has_the_planned_geometry_full_and_binned(seam: Seam) -> None:
+    camera, plan = seam.camera, seam.plan
+    await _exposed(camera)
+    frame = await camera.fetch(await camera.readout())
+    assert frame.shape == plan.buffer_shape
+    binned = plan.for_readout(ReadoutRequest(bin_x=2, bin_y=2))
+    await camera.apply(binned.setup)
+    await _exposed(camera)
+    frame = await camera.fetch(await camera.readout())
+    assert frame.shape == binned.buffer_shape
+    assert binned.lines == plan.lines // 2
+
+
+async def test_telemetry_identity_and_make_safe(seam: Seam) -> None:
+    camera = seam.camera
+    telemetry = await camera.telemetry()
+    assert telemetry
+    assert all(isinstance(v, float) for v in telemetry.values())
+    identity = await camera.identity()
+    assert identity
+    assert all(isinstance(v, str) for v in identity.values())
+    exposing = asyncio.ensure_future(camera.expose(5.0, open_shutter=True))
+    await asyncio.sleep(0.3)
+    found = await camera.secure(5.0)
+    exposing.cancel()
+    with contextlib.suppress(BaseException):
+        await exposing
+    assert found.errors == []
+    assert found.secured
+    assert found.idle
+
+
+async def test_buffers_are_there_exactly_when_the_capabilities_say(seam: Seam) -> None:
+    camera, plan = seam.camera, seam.plan
+    await _exposed(camera)
+    buffer = await camera.readout()
+    if plan.capabilities.buffered_frames:
+        held = await camera.held_frame(buffer)
+        assert held.complete
+        assert held.buffer == buffer
+    else:
+        with pytest.raises(DeviceUnsupportedError):
+            await camera.held_frame(buffer)
+    await camera.fetch(buffer)
+
+
+async def _exposed(camera: Camera) -> None:
+    await camera.flush()
+    await camera.expose(EXPTIME, open_shutter=False)

@@ -61,8 +61,8 @@ def _plan() -> ControllerPlan:
 def _buffer(plan: ControllerPlan, seed: int = 3) -> np.ndarray:
     """Read noise on a different bias level per tap, so a misplaced tap shows."""
     rng = np.random.default_rng(seed)
-    buffer = np.empty(plan.acf.buffer_shape, dtype=np.uint16)
-    for level, (rows, cols) in enumerate(tap_regions(plan.acf)):
+    buffer = np.empty(plan.buffer_shape, dtype=np.uint16)
+    for level, (rows, cols) in enumerate(tap_regions(plan.model.acf)):
         shape = (rows.stop - rows.start, cols.stop - cols.start)
         buffer[rows, cols] = rng.normal(1000 + 100 * level, 4, shape).astype(np.uint16)
     return buffer

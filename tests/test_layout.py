@@ -51,15 +51,6 @@ def test_the_design_card_layout_is_there() -> None:
 
 
 VENDORS = ("devices.archon", "devices.alpaca")
-STILL_ARCHON = {
-    # Being moved behind the camera seam (issue 12): ACF planning, the Archon readout
-    # window, the Archon session type and make-safe steps. No other module of flows/
-    # or tasks/ may import a vendor package, and this list only shrinks.
-    "tasks/control/instrument.py",
-    "tasks/control/geometry.py",
-    "tasks/control/safety.py",
-    "flows/frame.py",
-}
 SIMULATOR_COMMAND = "flows/cli.py"  # `ccdflow sim` starts the Archon simulator
 
 
@@ -77,15 +68,21 @@ def _vendor_imports(path: Path) -> set[str]:
     return found
 
 
-def test_flows_and_tasks_import_no_vendor_package_beyond_the_shrinking_list() -> None:
+def test_flows_and_tasks_import_no_vendor_package() -> None:
+    """Cameras and devices are reached through devices.camera / devices.registry."""
     leaking = {
         str(path.relative_to(REPO))
         for package in ("flows", "tasks")
         for path in sorted((REPO / package).rglob("*.py"))
         if _vendor_imports(path)
     }
-    assert leaking - STILL_ARCHON - {SIMULATOR_COMMAND} == set(), "new vendor imports"
-    assert STILL_ARCHON - leaking == set(), "moved behind the seam: drop it from the list"
+    assert leaking - {SIMULATOR_COMMAND} == set(), "vendor imports in flows/ or tasks/"
+
+
+def test_only_the_registry_names_a_vendor_outside_the_vendor_packages() -> None:
+    for path in sorted((REPO / "devices").glob("*.py")):
+        if path.name != "registry.py":
+            assert not _vendor_imports(path), f"{path.relative_to(REPO)} imports a vendor"
 
 
 def test_no_vendor_package_imports_another() -> None:

@@ -15,7 +15,7 @@ from devices.base import ExposureTimes
 from schemas.errors import ConfigError
 from schemas.exposure import ExposureSpec
 from schemas.instrument import InstrumentConfig, NoRawProductWarning, load_instrument
-from tasks.control.geometry import plan_for_window, window_for
+from tasks.control.geometry import plan_readout
 from tasks.control.instrument import ControllerPlan, plan_instrument
 from tasks.files.verify import verify_fits_checksums
 from tasks.headers.header import ExposureFacts
@@ -41,7 +41,7 @@ def _instrument(tmp_path: Path, processing: dict[str, object] | None = None, **s
 def _buffer(plan: ControllerPlan, seed: int = 11) -> np.ndarray:
     """Every pixel different, so a misplaced or flipped block cannot pass."""
     rng = np.random.default_rng(seed)
-    return rng.integers(900, 60000, plan.acf.buffer_shape, dtype=np.uint16)
+    return rng.integers(900, 60000, plan.buffer_shape, dtype=np.uint16)
 
 
 def _facts(spec: ExposureSpec, times: tuple[ExposureTimes, ...] = ()) -> ExposureFacts:
@@ -95,7 +95,7 @@ def test_rice_compression_of_raw_counts_is_lossless_and_small(tmp_path: Path) ->
     instrument = _instrument(tmp_path, compression="RICE_1")
     plan = plan_instrument(instrument)[0]
     rng = np.random.default_rng(5)
-    bias = rng.normal(1000, 4, plan.acf.buffer_shape).round().astype(np.uint16)
+    bias = rng.normal(1000, 4, plan.buffer_shape).round().astype(np.uint16)
     records = _write(instrument, FLAT, plan, bias)
     with fits.open(records[0].path) as hdul:
         np.testing.assert_array_equal(hdul[1].data, bias[:, :544])
@@ -116,7 +116,7 @@ def test_a_window_and_binning_map_onto_the_detector(tmp_path: Path) -> None:
     )
     instrument = _instrument(tmp_path)
     full = plan_instrument(instrument)[0]
-    plan = plan_for_window(full, window_for(spec, full))
+    plan = plan_readout(spec, full)
     records = _write(instrument, spec, plan, _buffer(plan))
     header = fits.getheader(records[1].path)  # b1, at x = 512 in the mosaic
     assert header["CCDSUM"] == "2 2"

@@ -44,7 +44,7 @@ async def test_connection_dropped_mid_fetch_the_frame_is_written_intact(
     plan = plan_instrument(sim_instrument)[0]
     # Both cuts were spent on the run's fetch: a single-attempt fetch now gets it whole.
     probe = ArchonController(
-        "127.0.0.1", archon_sim.port, plan.acf, timing=ControllerTiming(fetch_attempts=1)
+        "127.0.0.1", archon_sim.port, plan.model.acf, timing=ControllerTiming(fetch_attempts=1)
     )
     headers = [fits.getheader(record.path) for record in result.files]
     [buffer] = {header["FRAMEBUF"] for header in headers}

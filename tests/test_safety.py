@@ -23,6 +23,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import Artifact
 from typer.testing import CliRunner
 
+from devices.archon.camera import ArchonCamera
 from devices.archon.controller import ArchonController
 from devices.archon.errors import ArchonConnectionError
 from devices.archon.simulator import ArchonSimulator
@@ -31,7 +32,7 @@ from flows.safety import make_safe, safety_markdown
 from flows.safety_cli import safe_command
 from schemas.instrument import InstrumentConfig, load_instrument
 from schemas.safety import SafetyReport
-from tasks.control.instrument import controller_for, plan_instrument
+from tasks.control.instrument import camera_for, plan_instrument
 from tasks.control.safety import InstrumentNotSafeError
 from tasks.durable.instrument_lock import lock_path
 
@@ -51,11 +52,18 @@ def dead_port() -> Iterator[int]:
         yield sock.getsockname()[1]
 
 
+def _archon(instrument: InstrumentConfig) -> ArchonController:
+    """The Archon adapter under the instrument's first camera, unconnected."""
+    camera = camera_for(plan_instrument(instrument)[0])
+    assert isinstance(camera, ArchonCamera)
+    return camera.controller
+
+
 @contextlib.asynccontextmanager
 async def _integrating(instrument: InstrumentConfig, sim: ArchonSimulator) -> AsyncIterator[None]:
     """A 30 s exposure with the shutter open, driven over its own connection and left
     running, as a stuck run would leave it; cleaned up on the way out."""
-    stuck: ArchonController = controller_for(plan_instrument(instrument)[0])
+    stuck: ArchonController = _archon(instrument)
     await stuck.connect()
     exposing = asyncio.ensure_future(stuck.expose(30.0, open_shutter=True))
     try:
@@ -154,7 +162,7 @@ async def test_an_open_shutter_is_closed_within_a_second(
 async def test_buffers_are_reported_and_left_for_recovery(
     archon_sim: ArchonSimulator, sim_instrument: InstrumentConfig
 ) -> None:
-    async with controller_for(plan_instrument(sim_instrument)[0]) as controller:
+    async with _archon(sim_instrument) as controller:
         await controller.expose(0.0, open_shutter=False)
         number = await controller.readout()
     kept = archon_sim.buffer_data(number)

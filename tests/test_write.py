@@ -37,7 +37,7 @@ def _instrument(tmp_path: Path, **storage: object) -> InstrumentConfig:
 def _products(instrument: InstrumentConfig) -> list[CcdProduct]:
     plan = plan_instrument(instrument)[0]
     rng = np.random.default_rng(0)
-    buffer = rng.normal(1000, 4, plan.acf.buffer_shape).astype(np.uint16)
+    buffer = rng.normal(1000, 4, plan.buffer_shape).astype(np.uint16)
     return buffer_products(buffer, plan, DARK, instrument, 2)
 
 

@@ -81,8 +81,18 @@ class AlpacaCcdCamera:
                         device=str(self.camera.address),
                         member="camerastate",
                     )
+                elapsed = time.monotonic() - started
+                if state is CameraState.IDLE and elapsed < exptime:
+                    # Idle before the time was up: ended by someone else (an operator's
+                    # make-safe) unless the image is there after all.
+                    if await self.camera.image_ready():
+                        return started
+                    raise DeviceStateError(
+                        f"{self.camera.address}: the exposure was ended from outside after "
+                        f"{elapsed:.2f} s of {exptime:g} s (camera idle, no image)"
+                    )
                 if state is not CameraState.EXPOSING and (
-                    time.monotonic() - started >= exptime or state is CameraState.IDLE
+                    elapsed >= exptime or state is CameraState.IDLE
                 ):
                     return started
                 if time.monotonic() > deadline:
@@ -105,7 +115,7 @@ class AlpacaCcdCamera:
         self._times = ExposureTimes(
             start=start,
             end=start + timedelta(seconds=duration),
-            source="camera (LastExposureStartTime/Duration)",
+            source="camera clock",
             uncertainty_s=CAMERA_TIME_UNCERTAINTY_S,
             requested_s=self._requested,
         )

@@ -1,23 +1,29 @@
-"""Opening an instrument: check every config against its ACF, connect, make safe.
+"""Opening an instrument: plan every camera from its config, connect, make ready.
 
-The checks run before any connection is made, so a config that does not match the
-controller's geometry (wrong number of CCDs for its taps, a bad ACF) is refused
-before anything moves. On the way out the controllers are reset, which closes the
-shutter whatever happened inside.
+The plans are made before any connection (devices.registry picks each camera's
+vendor by its ``kind``), so a config that does not match a camera's geometry (wrong
+number of CCDs for its taps, a bad ACF, a sensor the binning does not fit) is refused
+before anything moves. On the way out every camera is stood down (an Archon reset, an
+Alpaca abort), which closes the shutter whatever happened inside.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 
-from devices.archon.acf import AcfConfig, AcfError, ccd_layout, load_acf
-from devices.archon.capabilities import archon_capabilities
-from devices.archon.controller import ArchonController, ControllerTiming
-from devices.archon.errors import ArchonError
-from devices.base import CameraCapabilities
+from devices.base import CameraCapabilities, DeviceError
+from devices.camera import (
+    Camera,
+    CameraConfigError,
+    CameraModel,
+    FrameGeometry,
+    ReadoutRequest,
+    ReadoutSetup,
+)
 from devices.geometry import CcdRegion
+from devices.registry import camera_model
 from schemas.errors import ConfigError
 from schemas.instrument import ControllerConfig, InstrumentConfig
 from schemas.processing import OverscanMethod
@@ -28,81 +34,95 @@ from tasks.processing.sections import amp_boxes, trimmed_boxes
 
 @dataclass(frozen=True, slots=True)
 class ControllerPlan:
-    """A controller's config with its parsed ACF and the CCD regions of its buffer."""
+    """A camera's config, its model and the readout setup (with the frame geometry it
+    produces) that processing and raw files follow."""
 
     config: ControllerConfig
-    acf: AcfConfig
-    layout: tuple[CcdRegion, ...]
-    pixels: int
-    overscan_pixels: int
-    lines: int
+    model: CameraModel
+    setup: ReadoutSetup
     placements: tuple[DetectorPlacement, ...] = ()
     """Per CCD, where its amplifiers' science pixels sit on the detector, from the
     full unbinned readout (a window keeps it: raw headers map windows onto it)."""
-    capabilities: CameraCapabilities = field(default_factory=CameraCapabilities)
-    """What the camera can do, so a spec it cannot take is refused before contact."""
+
+    @property
+    def geometry(self) -> FrameGeometry:
+        return self.setup.geometry
+
+    @property
+    def buffer_shape(self) -> tuple[int, int]:
+        return self.setup.geometry.buffer_shape
+
+    @property
+    def layout(self) -> tuple[CcdRegion, ...]:
+        return self.setup.geometry.layout
+
+    @property
+    def pixels(self) -> int:
+        return self.setup.geometry.pixels
+
+    @property
+    def overscan_pixels(self) -> int:
+        return self.setup.geometry.overscan_pixels
+
+    @property
+    def lines(self) -> int:
+        return self.setup.geometry.lines
+
+    @property
+    def capabilities(self) -> CameraCapabilities:
+        """What the camera can do, so a spec it cannot take is refused before contact."""
+        return self.model.capabilities
+
+    def for_readout(self, request: ReadoutRequest) -> ControllerPlan:
+        """The plan with the setup that reads ``request`` (CameraConfigError)."""
+        return replace(self, setup=self.model.setup_for(request))
 
 
 @dataclass(frozen=True, slots=True)
 class ControllerSession:
-    """A connected controller and its plan."""
+    """A connected camera and its plan."""
 
     plan: ControllerPlan
-    controller: ArchonController
+    controller: Camera
 
 
 def plan_instrument(instrument: InstrumentConfig) -> list[ControllerPlan]:
-    """Parse every ACF and check it against the config; all problems in one error."""
+    """Plan every camera and check it against the config; all problems in one error."""
     problems: list[str] = []
     plans: list[ControllerPlan] = []
     for index, config in enumerate(instrument.controllers):
         where = f"controllers.{index}"
         try:
-            acf = load_acf(config.acf)
-            layout = ccd_layout(acf, len(config.ccds))
-            pixels = acf.parameter_int("Pixels")
-            overscan = acf.parameter_int("OverscanPixels", 0)
-            lines = acf.parameter_int("Lines", acf.line_count)
-        except (AcfError, ValueError, KeyError, OSError) as exc:
-            problems.append(f"{where}.acf: {exc}")
+            model = camera_model(config)
+        except CameraConfigError as exc:
+            problems.append(f"{where}.{exc}")
             continue
-        if pixels + overscan > acf.pixel_count:
-            problems.append(
-                f"{where}.acf: Pixels ({pixels}) + OverscanPixels ({overscan}) exceed "
-                f"PIXELCOUNT ({acf.pixel_count})"
-            )
-            continue
+        geometry = model.full.geometry
         try:
             placements = tuple(
-                _placement(region, ccd.mosaic_origin, pixels, overscan, lines)
-                for region, ccd in zip(layout, config.ccds, strict=True)
+                _placement(region, ccd.mosaic_origin, geometry)
+                for region, ccd in zip(geometry.layout, config.ccds, strict=True)
             )
         except ValueError as exc:
-            problems.append(f"{where}.acf: {exc}")
+            problems.append(f"{where}.ccds: {exc}")
             continue
-        problems += _processing_problems(instrument, where, config, layout, overscan)
-        plans.append(
-            ControllerPlan(
-                config,
-                acf,
-                layout,
-                pixels,
-                overscan,
-                lines,
-                placements,
-                capabilities=archon_capabilities(acf),
-            )
+        problems += _processing_problems(
+            instrument, where, config, geometry.layout, geometry.overscan_pixels
         )
+        plans.append(ControllerPlan(config, model, model.full, placements))
     if problems:
         raise ConfigError(f"instrument {instrument.name}", problems)
     return plans
 
 
 def _placement(
-    region: CcdRegion, origin: tuple[int, int], pixels: int, overscan: int, lines: int
+    region: CcdRegion, origin: tuple[int, int], geometry: FrameGeometry
 ) -> DetectorPlacement:
     """Each amplifier's science pixels on the physically oriented, trimmed CCD."""
-    boxes = [amp_boxes(amp, pixels, overscan, lines)[0] for amp in region.amplifiers]
+    boxes = [
+        amp_boxes(amp, geometry.pixels, geometry.overscan_pixels, geometry.lines)[0]
+        for amp in region.amplifiers
+    ]
     try:
         packed, _ = trimmed_boxes(boxes)
     except ValueError as exc:
@@ -131,7 +151,7 @@ def _processing_problems(
     if method is not OverscanMethod.NONE and overscan == 0:
         problems.append(
             f"processing.overscan: {method.value!r} needs overscan columns, but {where} "
-            f"({config.name}) reads none (OverscanPixels is 0); use overscan: none"
+            f"({config.name}) reads none; use overscan: none"
         )
     if instrument.processing.electrons:
         for index, (ccd, region) in enumerate(zip(config.ccds, layout, strict=True)):
@@ -146,40 +166,35 @@ def _processing_problems(
     return problems
 
 
-def controller_for(plan: ControllerPlan) -> ArchonController:
-    """A new, unconnected adapter for the plan's controller, with its configured timeouts.
+def camera_for(plan: ControllerPlan) -> Camera:
+    """A new, unconnected adapter for the plan's camera, with its configured timeouts.
 
     Every caller (a run, the make-safe action) builds it here, so they all talk to the
-    controller with the same address, ACF and timeouts.
+    camera with the same address and timeouts.
     """
-    return ArchonController(
-        plan.config.host,
-        plan.config.port,
-        plan.acf,
-        name=plan.config.name,
-        timing=ControllerTiming(
-            command_timeout=plan.config.command_timeout_s,
-            flush_seconds=plan.config.flush_time_s,
-            readout_timeout=plan.config.readout_timeout_s,
-            shutter_timestamps=plan.config.shutter_timestamps,
-        ),
-    )
+    return plan.model.camera()
 
 
 @contextlib.asynccontextmanager
 async def open_instrument(plans: list[ControllerPlan]) -> AsyncIterator[list[ControllerSession]]:
-    """Connect to every controller, check power, reset; reset again on the way out."""
-    sessions = [ControllerSession(plan, controller_for(plan)) for plan in plans]
+    """Connect to every camera and prepare it; stand each down again on the way out.
+
+    A camera that refuses a configured value (a set point, a gain) is a ConfigError
+    naming the field, like a config problem found before contact.
+    """
+    sessions = [ControllerSession(plan, camera_for(plan)) for plan in plans]
     try:
-        for session in sessions:
+        for index, session in enumerate(sessions):
             await session.controller.connect()
-            await session.controller.require_power()
-            await session.controller.reset()
+            try:
+                await session.controller.prepare()
+            except CameraConfigError as exc:
+                name = session.plan.config.name
+                raise ConfigError(f"camera {name}", [f"controllers.{index}.{exc}"]) from exc
         yield sessions
     finally:
         for session in sessions:
-            # Whatever happened, leave the controller idle with its shutter closed.
-            with contextlib.suppress(ArchonError):
-                if session.controller.client.connected:
-                    await session.controller.reset()
+            # Whatever happened, leave the camera idle with its shutter closed.
+            with contextlib.suppress(DeviceError):
+                await session.controller.stand_down()
             await session.controller.close()

@@ -118,7 +118,7 @@ def _identity_cards(
     return [
         ("DETECTOR", ccd.name, "detector"),
         ("CCDNAME", ccd.name, "CCD name"),
-        ("CONTRLR", controller, "Archon controller"),
+        ("CONTRLR", controller, "camera (controller) that read this CCD"),
         ("FRAMEBUF", buffer, "controller frame buffer read"),
         ("GAIN", ccd.gain, "[e-/ADU] gain"),
         ("RDNOISE", ccd.read_noise, "[e-] read noise"),

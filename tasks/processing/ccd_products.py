@@ -132,10 +132,10 @@ def buffer_products(
     """Every CCD's products of one controller's buffer, in this thread: the in-process
     path (through :func:`build_products`), benchmarks and tests. The Dask path builds
     each CCD on its own worker instead (tasks/processing/ccd_work.py)."""
-    if buffer.shape != plan.acf.buffer_shape:
+    if buffer.shape != plan.buffer_shape:
         raise ValueError(
             f"{plan.config.name}: buffer shape {buffer.shape} does not match the ACF's "
-            f"{plan.acf.buffer_shape}"
+            f"{plan.buffer_shape}"
         )
     products = []
     for index, ccd in enumerate(plan.config.ccds):

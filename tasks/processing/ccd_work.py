@@ -118,10 +118,10 @@ def _checked(
             f"exposure {facts.expnum} stacks {facts.spec.frames_per_exposure} readouts: "
             "they are combined before writing, which needs every frame's images together"
         )
-    if buffer.shape != plan.acf.buffer_shape:
+    if buffer.shape != plan.buffer_shape:
         raise ValueError(
             f"{plan.config.name}: buffer shape {buffer.shape} does not match the ACF's "
-            f"{plan.acf.buffer_shape}"
+            f"{plan.buffer_shape}"
         )
     root = instrument.storage.data_root
     if root.is_absolute():

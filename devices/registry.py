@@ -1,0 +1,36 @@
+"""From a camera's config entry to its model, by the entry's ``kind``.
+
+The only module outside the vendor packages that names a vendor: flows and tasks ask
+for ``camera_model(entry)`` and get a devices.camera.CameraModel. The entry is any
+object with a ``kind`` and the fields its vendor reads (the vendor's settings
+protocol: devices.archon.camera.ArchonSettings, devices.alpaca.seam.AlpacaSettings),
+so this package does not depend on the schemas that validate them.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, cast
+
+from devices.camera import CameraModel
+
+KINDS = ("archon", "alpaca")
+"""Camera kinds an instrument config may name (``archon`` when it names none)."""
+
+
+class CameraEntry(Protocol):
+    @property
+    def kind(self) -> str: ...
+
+
+def camera_model(entry: CameraEntry) -> CameraModel:
+    """Plan the camera ``entry`` describes (CameraConfigError naming a field; nothing
+    is contacted). Vendor packages are imported on first use."""
+    if entry.kind == "archon":
+        from devices.archon.camera import ArchonModel, ArchonSettings
+
+        return ArchonModel(cast(ArchonSettings, entry))
+    if entry.kind == "alpaca":
+        from devices.alpaca.seam import AlpacaModel, AlpacaSettings
+
+        return AlpacaModel(cast(AlpacaSettings, entry))
+    raise ValueError(f"unknown camera kind {entry.kind!r}; known: {', '.join(KINDS)}")
