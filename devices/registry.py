@@ -9,15 +9,19 @@ so this package does not depend on the schemas that validate them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol, cast
 
 from devices.camera import CameraModel
+from devices.telemetry import TelemetrySource
 
 KINDS = ("archon", "alpaca")
 """Camera kinds an instrument config may name (``archon`` when it names none)."""
 
 
 class CameraEntry(Protocol):
+    """A config entry of a camera or device: its ``kind`` names the vendor package."""
+
     @property
     def kind(self) -> str: ...
 
@@ -34,3 +38,15 @@ def camera_model(entry: CameraEntry) -> CameraModel:
 
         return AlpacaModel(cast(AlpacaSettings, entry))
     raise ValueError(f"unknown camera kind {entry.kind!r}; known: {', '.join(KINDS)}")
+
+
+def telemetry_sources(entries: Sequence[CameraEntry]) -> list[TelemetrySource]:
+    """The instrument's ``devices`` as telemetry sources, in order (unconnected)."""
+    unknown = sorted({entry.kind for entry in entries} - {"alpaca"})
+    if unknown:
+        raise ValueError(f"unknown device kind {unknown[0]!r}; known: alpaca")
+    if not entries:
+        return []
+    from devices.alpaca.sources import DeviceSettings, alpaca_sources
+
+    return list(alpaca_sources([cast(DeviceSettings, entry) for entry in entries]))

@@ -33,6 +33,7 @@ from schemas.exposure import CalibrationSpec, ExposureSpec, NightPlan, SequenceS
 from schemas.instrument import InstrumentConfig
 from schemas.results import ExposureResult, SequenceResult
 from tasks.archive import SequenceArchiver
+from tasks.control.devices import open_devices
 from tasks.control.instrument import (
     ControllerPlan,
     ControllerSession,
@@ -203,7 +204,7 @@ async def _take_all(
             asyncio.to_thread(workers.enter_context, open_client(instrument.dask))
         )
     try:
-        async with open_instrument(plans) as sessions:
+        async with open_instrument(plans) as sessions, open_devices(instrument) as devices:
             system = await _system_info(sessions)
             for recovered in await recover_frames(sessions, instrument, system):
                 if recovered.journal == plan.journal.path and recovered.index is not None:
@@ -230,6 +231,7 @@ async def _take_all(
                         instrument,
                         numbered(index, spec),
                         journal_entry=(plan.journal.path, index),
+                        devices=devices,
                     )
                     job = finished(
                         index,

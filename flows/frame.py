@@ -46,7 +46,7 @@ from tasks.expose import expose
 from tasks.fetch import fetch
 from tasks.flush import flush
 from tasks.headers.header import ExposureFacts
-from tasks.headers.telemetry import Snapshot, take_snapshot
+from tasks.headers.telemetry import Reader, Snapshot, take_snapshot
 from tasks.post_process import ReadoutNumbers, processed_shape
 from tasks.processing.ccd_products import build_products
 from tasks.processing.ccd_work import process_exposure_on_dask, supports_layout
@@ -145,7 +145,7 @@ async def _apply_setups(sessions: list[ControllerSession], plan: ExposurePlan) -
 
 def _status_readers(
     sessions: list[ControllerSession],
-) -> dict[str, Callable[[], Awaitable[Mapping[str, float]]]]:
+) -> dict[str, Reader]:
     return {s.plan.config.name: s.controller.telemetry for s in sessions}
 
 
@@ -234,6 +234,7 @@ async def _read_one_frame(
     clock: StageClock,
     instrument: InstrumentConfig,
     before_fetch: BeforeFetch | None = None,
+    devices: Mapping[str, Reader] | None = None,
 ) -> ReadFrame:
     """flush -> expose -> readout -> fetch on every controller, telemetry alongside.
 
@@ -246,7 +247,7 @@ async def _read_one_frame(
     shutter = instrument.shutter_controller_name
     each = partial(_on_each, live=live, clock=clock, policy=policy, failed=failed)
     await each("flush", lambda s: flush(s.controller, s.plan.config.flush_count))
-    readers = _status_readers(list(live.values()))
+    readers = {**_status_readers(list(live.values())), **(devices or {})}
     start_snapshot = asyncio.ensure_future(take_snapshot(readers, timeout=SNAPSHOT_TIMEOUT))
     integration_start = time.monotonic()
     starts = await each(
@@ -298,6 +299,7 @@ async def acquire(
     instrument: InstrumentConfig,
     numbered: Callable[[int, datetime], None] | None = None,
     journal_entry: tuple[Path, int] | None = None,
+    devices: Mapping[str, Reader] | None = None,
 ) -> Acquired:
     """Number the exposure, set the window, and read its frame(s) into memory.
 
@@ -305,6 +307,7 @@ async def acquire(
     integration starts (the sequence journal records it there). A single-frame
     exposure leaves a save-point before its fetch (tasks/durable/savepoint.py), naming
     ``journal_entry`` (journal file, index) so a recovery can complete the journal.
+    ``devices`` (tasks/control/devices.py) are read with the cameras' telemetry.
     Stacked exposures combine several readouts and cannot be recovered from one buffer,
     and cameras without frame buffers (``recoverable``) leave nothing to recover.
     """
@@ -325,7 +328,7 @@ async def acquire(
     if spec.frames_per_exposure == 1 and recoverable(sessions):
         hook = partial(_save_point, sessions, instrument, spec, expnum, now, journal_entry)
     frames = [
-        await _read_one_frame(sessions, spec, clock, instrument, hook)
+        await _read_one_frame(sessions, spec, clock, instrument, hook, devices)
         for _ in range(spec.frames_per_exposure)
     ]
     return Acquired(spec, plan, expnum, now, clock, frames)

@@ -9,9 +9,11 @@ is loaded, not when a file is written:
 * ``ccd.<field>``                 the CCD's ``name``, ``gain``, ``read_noise``
 * ``controller.status.<KEY>``     a STATUS key of the CCD's controller (``MOD2/TEMPA``)
 * ``controller.system.<KEY>``     a SYSTEM key (``BACKPLANE_VERSION``)
+* ``device.<name>.<property>``    a reading of one of the instrument's ``devices``
+                                  (``device.wheel.filter_name``; schemas/devices.py)
 
-Controller sources are sampled while the exposure runs: at integration start, at its
-end, or both (``end_keyword`` names the second card, as in RASTART/RAEND).
+Controller status and device sources are sampled while the exposure runs: at
+integration start, at its end, or both (``end_keyword`` names the second card, as in RASTART/RAEND).
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ EXPOSURE_FIELDS = frozenset(
 INSTRUMENT_FIELDS = frozenset({"name", "observatory", "telescope"})
 CCD_FIELDS = frozenset({"name", "gain", "read_noise"})
 CONTROLLER_KEY = re.compile(r"^[A-Z0-9_]+(/[A-Z0-9_]+)?$")
+DEVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,15}$")
+DEVICE_PROPERTY = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
 
 
 class Snapshot(StrEnum):
@@ -57,19 +61,32 @@ def check_source(source: str) -> str:
         and CONTROLLER_KEY.match(parts[2])
     ):
         return source
+    if (
+        head == "device"
+        and len(parts) == 3
+        and DEVICE_NAME.match(parts[1])
+        and DEVICE_PROPERTY.match(parts[2])
+    ):
+        return source
     exposure = "|".join(sorted(EXPOSURE_FIELDS))
     instrument = "|".join(sorted(INSTRUMENT_FIELDS))
     ccd = "|".join(sorted(CCD_FIELDS))
     raise ValueError(
         f"unknown header source {source!r}; sources are exposure.<{exposure}>, "
         f"instrument.<{instrument}>, ccd.<{ccd}>, controller.status.<KEY>, "
-        "controller.system.<KEY>"
+        "controller.system.<KEY>, device.<name>.<property>"
     )
 
 
 def is_sampled(source: str) -> bool:
-    """Controller status is telemetry: it is read during the exposure."""
-    return source.startswith("controller.status.")
+    """Controller status and device readings are telemetry: read during the exposure."""
+    return source.startswith(("controller.status.", "device."))
+
+
+def device_source(source: str) -> tuple[str, str] | None:
+    """(device name, property) of a ``device.<name>.<property>`` source, else None."""
+    parts = source.split(".")
+    return (parts[1], parts[2]) if parts[0] == "device" and len(parts) == 3 else None
 
 
 class HeaderCard(BaseModel):
@@ -108,7 +125,9 @@ class HeaderCard(BaseModel):
         if self.end_keyword and self.snapshot is not Snapshot.BOTH:
             raise ValueError(f"{self.keyword}: end_keyword only goes with snapshot 'both'")
         if self.snapshot is not Snapshot.START and not sampled:
-            raise ValueError(f"{self.keyword}: only controller.status sources are sampled")
+            raise ValueError(
+                f"{self.keyword}: only controller.status and device sources are sampled"
+            )
         return self
 
     @property

@@ -28,9 +28,10 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from schemas.devices import DeviceConfig, property_problem
 from schemas.errors import ConfigError
 from schemas.form_order import FormModel
-from schemas.header import HeaderSpec
+from schemas.header import HeaderSpec, device_source
 from schemas.naming import NightRule, check_template, check_timezone
 from schemas.processing import ProcessingConfig
 from schemas.products import Product
@@ -397,6 +398,10 @@ class InstrumentConfig(FormModel):
     horizons: SunHorizons = Field(
         default_factory=SunHorizons, description="Sun altitudes of sunset and the twilights"
     )
+    devices: list[DeviceConfig] = Field(
+        default_factory=list,
+        description="filter wheel, focuser, telescope, dome, weather ... (header sources)",
+    )
 
     @field_validator("controllers")
     @classmethod
@@ -441,6 +446,29 @@ class InstrumentConfig(FormModel):
                 )
         return self
 
+    @model_validator(mode="after")
+    def _device_sources_exist(self) -> InstrumentConfig:
+        names = [device.name for device in self.devices]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"devices: names must be unique; repeated: {', '.join(repeated)}")
+        by_name = {device.name: device for device in self.devices}
+        problems = []
+        for index, card in enumerate(self.header.cards):
+            named = device_source(card.source) if card.source else None
+            if named is None:
+                continue
+            where = f"header.cards.{index}.source"
+            device = by_name.get(named[0])
+            if device is None:
+                known = ", ".join(names) or "none configured"
+                problems.append(f"{where}: no device named {named[0]!r} in devices ({known})")
+            elif (problem := property_problem(device.type, named[1])) is not None:
+                problems.append(f"{where}: {problem}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
     def masters_source(self) -> Product:
         """The product master frames are built from (processing.masters_from, or the
         processed images when they are written, else the raw frames)."""
@@ -471,13 +499,22 @@ class InstrumentConfig(FormModel):
     ) -> InstrumentConfig:
         """A copy with the first controller's address or the data root replaced.
 
-        The copy is validated again, so an override is checked like the file was.
+        Devices on the same server as the first controller (an Alpaca camera's filter
+        wheel, focuser ...) move with it. The copy is validated again, so an override
+        is checked like the file was.
         """
         data = self.model_dump()
-        if host is not None:
-            data["controllers"][0]["host"] = host
-        if port is not None:
-            data["controllers"][0]["port"] = port
+        first = data["controllers"][0]
+        same_server = [
+            device
+            for device in data["devices"]
+            if (device["host"], device["port"]) == (first["host"], first["port"])
+        ]
+        for entry in (first, *same_server):
+            if host is not None:
+                entry["host"] = host
+            if port is not None:
+                entry["port"] = port
         if data_root is not None:
             data["storage"]["data_root"] = data_root
         return InstrumentConfig.model_validate(data)

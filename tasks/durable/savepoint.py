@@ -21,6 +21,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 
 from devices.base import ExposureTimes
+from devices.telemetry import Reading
 from schemas.exposure import ExposureSpec
 from schemas.instrument import InstrumentConfig
 from tasks.files.publish import fsync_folder
@@ -52,7 +53,7 @@ class SavePoint(BaseModel):
     darktime: float
     flow_run_id: str | None
     frames: dict[str, FrameIdentity]
-    status_start: dict[str, dict[str, float]] = {}
+    status_start: dict[str, dict[str, Reading]] = {}
     failed: dict[str, str] = {}
     journal: Path | None = None
     index: int | None = None
@@ -114,5 +115,7 @@ def set_aside(instrument: InstrumentConfig, expnum: int, reason: str) -> Path:
     return target
 
 
-def snapshot_values(values: Mapping[str, Mapping[str, float]]) -> dict[str, dict[str, float]]:
+def snapshot_values(
+    values: Mapping[str, Mapping[str, Reading]],
+) -> dict[str, dict[str, Reading]]:
     return {source: dict(readings) for source, readings in values.items()}

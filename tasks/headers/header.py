@@ -15,8 +15,9 @@ from enum import StrEnum
 from importlib.metadata import PackageNotFoundError, version
 
 from devices.base import ExposureTimes
+from devices.telemetry import Reading
 from schemas.exposure import ExposureSpec
-from schemas.header import HeaderCard, Snapshot
+from schemas.header import HeaderCard, Snapshot, device_source
 from schemas.instrument import CcdConfig, InstrumentConfig
 from tasks.files.fits_cards import Card
 from tasks.headers.time_cards import TimeSummary, summarize, time_cards
@@ -41,8 +42,8 @@ class ExposureFacts:
     darktime: float
     flow_run_id: str | None
     ncombine: int = 1
-    status_start: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
-    status_end: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    status_start: Mapping[str, Mapping[str, Reading]] = field(default_factory=dict)
+    status_end: Mapping[str, Mapping[str, Reading]] = field(default_factory=dict)
     missing: Mapping[str, str] = field(default_factory=dict)
     system: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     missing_controllers: Mapping[str, str] = field(default_factory=dict)
@@ -241,7 +242,9 @@ def configured_cards(
         for keyword, status in when:
             raw = _lookup(card.source, facts, instrument, ccd, controller, status)
             if raw is None:
-                reason = facts.missing.get(controller, f"{card.source} not available")
+                named = device_source(card.source)
+                key = f"device.{named[0]}" if named else controller
+                reason = facts.missing.get(key, f"{card.source} not available")
                 warnings.append(f"{keyword}: {card.source} missing ({reason})")
                 resolved.append(missing_card(keyword, reason))
             else:
@@ -255,7 +258,7 @@ def _lookup(
     instrument: InstrumentConfig,
     ccd: CcdConfig,
     controller: str,
-    status: Mapping[str, Mapping[str, float]],
+    status: Mapping[str, Mapping[str, Reading]],
 ) -> object | None:
     parts = source.split(".")
     if parts[0] == "exposure":
@@ -267,6 +270,8 @@ def _lookup(
     if parts[0] == "ccd":
         field_value: object = getattr(ccd, parts[1])
         return field_value
+    if parts[0] == "device":
+        return status.get(f"device.{parts[1]}", {}).get(parts[2])
     if parts[1] == "status":
         return status.get(controller, {}).get(parts[2])
     return facts.system.get(controller, {}).get(parts[2])

@@ -12,7 +12,9 @@ import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
-Reader = Callable[[], Awaitable[Mapping[str, float]]]
+from devices.telemetry import Reading
+
+Reader = Callable[[], Awaitable[Mapping[str, Reading]]]
 """Reads one source's values (e.g. a controller's STATUS)."""
 
 DEFAULT_TIMEOUT = 1.0
@@ -22,7 +24,7 @@ DEFAULT_TIMEOUT = 1.0
 class Snapshot:
     """Values per source, and why each missing source is missing."""
 
-    values: dict[str, Mapping[str, float]] = field(default_factory=dict)
+    values: dict[str, Mapping[str, Reading]] = field(default_factory=dict)
     missing: dict[str, str] = field(default_factory=dict)
 
 
