@@ -1,4 +1,4 @@
-"""The ``make-safe`` flow: every controller of an instrument aborted and reset at once.
+"""The ``make-safe`` flow: every camera of an instrument secured at once (abort, reset).
 
 For operators (``ccdflow safe``) and for a Prefect automation that runs it when a
 ccdflow run ends Failed or Crashed (``deploy/prefect.yaml``). It takes no instrument
@@ -119,7 +119,7 @@ async def make_safe(
     instrument: InstrumentChoice = DEFAULT_INSTRUMENT,
     timeout_s: Annotated[float, Field(gt=0, le=600)] = 5.0,
 ) -> SafetyReport:
-    """Abort any integration, reset every controller (shutter closed), report state.
+    """End any integration on every camera (an Archon is also reset; shutter closed), report.
 
     Controllers are handled concurrently, each over a connection of its own, without
     the instrument lock, so a stuck run cannot delay it. ``timeout_s`` bounds each

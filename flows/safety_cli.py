@@ -82,7 +82,7 @@ def print_report(report: SafetyReport, console: Console | None = None) -> None:
 
 
 def _act_now(config: InstrumentConfig, timeout_s: float) -> None:
-    """Abort and reset every controller before Prefect is even imported.
+    """Secure every camera (abort; an Archon is also reset) before Prefect is even imported.
 
     Importing Prefect and starting its embedded API takes 7 to 15 s; an operator who
     types this command wants the shutter closed now. The flow then does the same
@@ -117,11 +117,12 @@ def safe_command(
         float, typer.Option(min=0.1, max=600, help="seconds each step on a controller may take")
     ] = 5.0,
 ) -> None:
-    """Make the instrument safe: abort, close the shutter, reset every controller.
+    """Make the instrument safe: end any exposure, shutter closed, every camera idle.
 
-    Works while another run holds the instrument (it takes no lock). The controllers
-    are reset at once, then the make-safe flow runs and reports. Exit 0 if every
-    controller is confirmed safe, 1 if not, 2 for a bad instrument file.
+    Works while another run holds the instrument (it takes no lock). The cameras are
+    secured at once (an Archon aborted and reset, an Alpaca camera aborted), then the
+    make-safe flow runs and reports. Exit 0 if every camera is confirmed safe, 1 if
+    not, 2 for a bad instrument file.
     """
     config = instrument_config(instrument, host, port, data)
     _act_now(config, timeout)

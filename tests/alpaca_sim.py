@@ -146,11 +146,16 @@ def _wait_ready(sim: RunningSimulator, timeout: float) -> None:
     )
 
 
+STOP_GRACE_S = 2.0
+"""SIGTERM stops an idle simulator in ~0.2 s; uvicorn waits on for clients' open
+keep-alive connections, which a test server need not honour."""
+
+
 def _stop(process: subprocess.Popen[bytes]) -> None:
     if process.poll() is None:
         process.terminate()
         try:
-            process.wait(10)
+            process.wait(STOP_GRACE_S)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(10)

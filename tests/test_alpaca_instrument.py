@@ -181,7 +181,7 @@ async def test_make_safe_aborts_an_exposure_under_way(
     assert report.safe, report.problems()
     assert item.actions == ["abort"]
     assert item.idle is True
-    assert item.address == f"http://127.0.0.1:{alpaca_server.port}/api/v1/camera/0"
+    assert item.address == f"127.0.0.1:{alpaca_server.port} camera 0"
 
 
 async def test_a_camera_that_is_not_what_the_config_says_is_refused(

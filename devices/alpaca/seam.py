@@ -156,7 +156,7 @@ class AlpacaModel:
     @property
     def address(self) -> str:
         s = self.settings
-        return f"http://{s.host}:{s.port}/api/v1/camera/{s.device_number}"
+        return f"{s.host}:{s.port} camera {s.device_number}"
 
     @property
     def capabilities(self) -> CameraCapabilities:
