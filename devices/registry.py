@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Protocol, cast
 
 from devices.camera import CameraModel
+from devices.observatory import DeviceSet
 from devices.telemetry import TelemetrySource
 
 KINDS = ("archon", "alpaca")
@@ -40,13 +41,19 @@ def camera_model(entry: CameraEntry) -> CameraModel:
     raise ValueError(f"unknown camera kind {entry.kind!r}; known: {', '.join(KINDS)}")
 
 
-def telemetry_sources(entries: Sequence[CameraEntry]) -> list[TelemetrySource]:
-    """The instrument's ``devices`` as telemetry sources, in order (unconnected)."""
+def device_set(entries: Sequence[CameraEntry]) -> DeviceSet:
+    """The instrument's ``devices`` (unconnected): every one as a telemetry source,
+    and the first mount, enclosure, filter wheel and focuser as drivers."""
     unknown = sorted({entry.kind for entry in entries} - {"alpaca"})
     if unknown:
         raise ValueError(f"unknown device kind {unknown[0]!r}; known: alpaca")
     if not entries:
-        return []
-    from devices.alpaca.sources import DeviceSettings, alpaca_sources
+        return DeviceSet()
+    from devices.alpaca.sources import DeviceSettings, alpaca_device_set
 
-    return list(alpaca_sources([cast(DeviceSettings, entry) for entry in entries]))
+    return alpaca_device_set([cast(DeviceSettings, entry) for entry in entries])
+
+
+def telemetry_sources(entries: Sequence[CameraEntry]) -> list[TelemetrySource]:
+    """The instrument's ``devices`` as telemetry sources, in order (unconnected)."""
+    return device_set(entries).sources

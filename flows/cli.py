@@ -317,7 +317,8 @@ def _checked_file(
     """
     from flows.spec_files import check_filters
     from schemas.errors import ConfigError
-    from schemas.exposure import NightPlan
+    from schemas.exposure import NightPlan, SequenceSpec
+    from schemas.observation import ObservationSpec
 
     try:
         spec = load(file)
@@ -325,6 +326,8 @@ def _checked_file(
         fail(str(exc))
     config = instrument_config(instrument, host, port, data)
     steps: list[Any] = list(spec.steps) if isinstance(spec, NightPlan) else [spec]
+    if isinstance(spec, ObservationSpec):
+        steps = [SequenceSpec(name=spec.name, exposures=spec.expand())]
     try:
         for step in steps:
             where = f", step {step.name}" if isinstance(spec, NightPlan) else ""
@@ -333,6 +336,32 @@ def _checked_file(
         fail(str(exc))
     start_prefect()
     return spec, config
+
+
+@app.command()
+def observe(
+    file: Annotated[Path, typer.Argument(metavar="FILE", help="an observation, YAML or JSON")],
+    instrument: InstrumentOption = DEFAULT_INSTRUMENT,
+    host: HostOption = None,
+    port: PortOption = None,
+    data: DataOption = None,
+) -> None:
+    """Observe a target: point, follow with the dome, set filter and focus, expose."""
+    from datetime import UTC, datetime
+
+    from flows.spec_files import load_observation
+    from schemas.errors import ConfigError
+
+    spec, config = _checked_file(file, load_observation, instrument, host, port, data)
+    from flows.observe import check_observation, observe
+    from flows.summary import print_sequence_summary
+
+    try:
+        check_observation(spec, config, datetime.now(UTC))
+        result = asyncio.run(observe(spec, config))
+    except ConfigError as exc:
+        fail(str(exc))
+    print_sequence_summary(result)
 
 
 @app.command()

@@ -22,6 +22,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
+from devices.observatory import DeviceSet
 from flows.frame import acquire, finish, plan_exposure
 from flows.instrument_choice import DEFAULT_INSTRUMENT, InstrumentChoice, resolve_instrument
 from flows.masters import build_masters
@@ -60,7 +61,7 @@ async def _system_info(sessions: list[ControllerSession]) -> dict[str, Mapping[s
     return {s.plan.config.name: await s.controller.identity() for s in sessions}
 
 
-def _check_all(
+def check_all(
     specs: list[ExposureSpec], instrument: InstrumentConfig, plans: list[ControllerPlan]
 ) -> None:
     """Every spec of the run is checked before any controller is contacted."""
@@ -82,7 +83,7 @@ def _check_all(
 
 
 @dataclass(slots=True)
-class _Plan:
+class RunPlan:
     """A planned run's journal and what an interrupted run of it already took."""
 
     journal: SequenceJournal
@@ -91,7 +92,7 @@ class _Plan:
     @classmethod
     def open(
         cls, instrument: InstrumentConfig, name: str, specs: list[ExposureSpec], resume: bool
-    ) -> "_Plan":
+    ) -> "RunPlan":
         journal = SequenceJournal.for_plan(instrument, name, specs)
         if not resume:
             journal.close()
@@ -99,21 +100,27 @@ class _Plan:
         return cls(journal, journal.resume(night))
 
 
+BeforeExposure = Callable[[int, ExposureSpec, DeviceSet], Awaitable[None]]
+"""Called before each exposure with its place in the run, its spec and the devices:
+an observing flow points the telescope and sets the filter and focus there."""
+
+
 def _flat(specs: list[ExposureSpec]) -> list[ExposureSpec]:
     """One entry per exposure: the index in this list is the exposure's place in the plan."""
     return [spec for spec in specs for _ in range(spec.count)]
 
 
-async def _take_all(
+async def take_all(
     name: str,
     specs: list[ExposureSpec],
     instrument: InstrumentConfig,
     *,
     pipelined: bool,
-    plan: _Plan,
+    plan: RunPlan,
     first_index: int = 0,
     publish: bool = True,
     gate: Callable[[ExposureSpec], str | None] | None = None,
+    before: BeforeExposure | None = None,
 ) -> SequenceResult:
     """Take ``specs`` in order, skipping what ``plan`` says is already done.
 
@@ -125,7 +132,7 @@ async def _take_all(
     """
     logger = get_run_logger()
     plans = plan_instrument(instrument)
-    _check_all(specs, instrument, plans)
+    check_all(specs, instrument, plans)
     start = time.perf_counter()
     planned = list(enumerate(_flat(specs), start=first_index))
     total = len(planned)
@@ -225,13 +232,17 @@ async def _take_all(
                             stopped,
                         )
                         break
+                    if before is not None:
+                        # The devices are where this exposure wants them (and still):
+                        # the previous exposure's finishing goes on meanwhile.
+                        await before(index - first_index, spec, devices.drivers)
                     acquired = await acquire(
                         sessions,
                         spec,
                         instrument,
                         numbered(index, spec),
                         journal_entry=(plan.journal.path, index),
-                        devices=devices,
+                        devices=devices.readers,
                     )
                     job = finished(
                         index,
@@ -288,10 +299,10 @@ async def take_exposure(
     night, continues where it stopped)."""
     instrument = resolve_instrument(instrument)
     name = f"take-{spec.image_type.value}"
-    _check_all([spec], instrument, plan_instrument(instrument))
+    check_all([spec], instrument, plan_instrument(instrument))
     async with instrument_lock(instrument):
-        plan = _Plan.open(instrument, name, [spec], resume=True)
-        result = await _take_all(name, [spec], instrument, pipelined=True, plan=plan)
+        plan = RunPlan.open(instrument, name, [spec], resume=True)
+        result = await take_all(name, [spec], instrument, pipelined=True, plan=plan)
         plan.journal.close()
     return result.exposures
 
@@ -312,10 +323,10 @@ async def run_sequence(
     """
     instrument = resolve_instrument(instrument)
     specs = sequence.expand()
-    _check_all(specs, instrument, plan_instrument(instrument))
+    check_all(specs, instrument, plan_instrument(instrument))
     async with instrument_lock(instrument):
-        plan = _Plan.open(instrument, sequence.name, specs, resume)
-        result = await _take_all(sequence.name, specs, instrument, pipelined=pipelined, plan=plan)
+        plan = RunPlan.open(instrument, sequence.name, specs, resume)
+        result = await take_all(sequence.name, specs, instrument, pipelined=pipelined, plan=plan)
         plan.journal.close()
     return result
 
@@ -323,12 +334,12 @@ async def run_sequence(
 async def _calibration_set(
     spec: CalibrationSpec,
     instrument: InstrumentConfig,
-    plan: _Plan,
+    plan: RunPlan,
     first_index: int = 0,
     gate: Callable[[ExposureSpec], str | None] | None = None,
 ) -> SequenceResult:
     specs = spec.expand()
-    result = await _take_all(
+    result = await take_all(
         spec.name,
         specs,
         instrument,
@@ -355,9 +366,9 @@ async def calibrations(
     master bias, dark and flat frames from it (unless ``build_masters`` is off)."""
     instrument = resolve_instrument(instrument)
     specs = spec.expand()
-    _check_all(specs, instrument, plan_instrument(instrument))
+    check_all(specs, instrument, plan_instrument(instrument))
     async with instrument_lock(instrument):
-        plan = _Plan.open(instrument, spec.name, specs, resume)
+        plan = RunPlan.open(instrument, spec.name, specs, resume)
         result = await _calibration_set(spec, instrument, plan)
         plan.journal.close()
     return result
@@ -380,7 +391,7 @@ async def observe_night(
     plans = plan_instrument(instrument)
     steps = [(step, step.expand()) for step in plan.steps]
     for _, specs in steps:
-        _check_all(specs, instrument, plans)
+        check_all(specs, instrument, plans)
     clock = NightClock.for_plan(plan, instrument)
     logger = get_run_logger()
     if instrument.site is None and plan.light_until is not None:
@@ -389,7 +400,7 @@ async def observe_night(
         )
     every = [spec for _, specs in steps for spec in specs]
     results: list[SequenceResult] = []
-    progress = _Plan.open(instrument, plan.name, every, resume)
+    progress = RunPlan.open(instrument, plan.name, every, resume)
     async with _Holding(instrument) as holding:
         first = 0
         for step, specs in steps:
@@ -407,7 +418,7 @@ async def observe_night(
             if isinstance(step, CalibrationSpec):
                 result = await _calibration_set(step, instrument, progress, first, gate)
             else:
-                result = await _take_all(
+                result = await take_all(
                     step.name,
                     specs,
                     instrument,

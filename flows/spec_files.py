@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from schemas.errors import ConfigError
 from schemas.exposure import CalibrationSpec, ExposureSpec, NightPlan, SequenceSpec
 from schemas.instrument import InstrumentConfig
+from schemas.observation import ObservationSpec
 
 SEQUENCE_KEY = "exposures"
 CALIBRATION_KEYS = ("biases", "darks", "flats", "arcs")
@@ -74,6 +75,15 @@ def load_night_plan(path: Path) -> NightPlan:
         return NightPlan.model_validate(data)
     except ValidationError as exc:
         raise ConfigError.from_validation(f"night plan {path}", exc) from exc
+
+
+def load_observation(path: Path) -> ObservationSpec:
+    """An observation file (YAML or JSON); ConfigError naming every bad field."""
+    data = _read_mapping(path)
+    try:
+        return ObservationSpec.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError.from_validation(f"observation {path}", exc) from exc
 
 
 def _read_mapping(path: Path) -> dict[str, Any]:

@@ -20,12 +20,14 @@ from devices.alpaca.dome import AlpacaDome
 from devices.alpaca.errors import AlpacaHttpError
 from devices.alpaca.filterwheel import AlpacaFilterWheel
 from devices.alpaca.focuser import AlpacaFocuser
+from devices.alpaca.observatory import AlpacaEnclosure, AlpacaFilters, AlpacaFocus, AlpacaMount
 from devices.alpaca.observingconditions import AlpacaObservingConditions
 from devices.alpaca.rotator import AlpacaRotator
 from devices.alpaca.safetymonitor import AlpacaSafetyMonitor
 from devices.alpaca.switch import AlpacaSwitch
 from devices.alpaca.telescope import AlpacaTelescope
 from devices.base import DeviceError, DeviceStateError, DeviceUnsupportedError
+from devices.observatory import DeviceSet
 from devices.telemetry import Reading
 
 
@@ -118,6 +120,24 @@ class AlpacaSource:
             for key, value in values.items()
             if isinstance(value, float | int | str | bool)
         }
+
+
+def alpaca_device_set(entries: Sequence[DeviceSettings]) -> DeviceSet:
+    """The entries as telemetry sources, and the first telescope, dome, filter wheel
+    and focuser as drivers, all on one client per server."""
+    sources = alpaca_sources(entries)
+    found = DeviceSet(sources=list(sources))
+    for source in sources:
+        device = source.device
+        if isinstance(device, AlpacaTelescope) and found.mount is None:
+            found.mount = AlpacaMount(device)
+        elif isinstance(device, AlpacaDome) and found.enclosure is None:
+            found.enclosure = AlpacaEnclosure(device)
+        elif isinstance(device, AlpacaFilterWheel) and found.filters is None:
+            found.filters = AlpacaFilters(device)
+        elif isinstance(device, AlpacaFocuser) and found.focuser is None:
+            found.focuser = AlpacaFocus(device)
+    return found
 
 
 def alpaca_sources(entries: Sequence[DeviceSettings]) -> list[AlpacaSource]:

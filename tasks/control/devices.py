@@ -13,9 +13,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 from devices.base import DeviceError, DeviceTimeoutError
-from devices.registry import telemetry_sources
+from devices.observatory import DeviceSet
+from devices.registry import device_set
 from devices.telemetry import TelemetrySource
 from schemas.instrument import InstrumentConfig
 from tasks.headers.telemetry import Reader
@@ -36,10 +38,20 @@ async def _connected(source: TelemetrySource, timeout_s: float) -> None:
         ) from exc
 
 
+@dataclass(frozen=True, slots=True)
+class OpenDevices:
+    """The connected devices of a run: readers for the header samples, and the
+    drivers an observing flow moves (devices.observatory.DeviceSet)."""
+
+    readers: dict[str, Reader]
+    drivers: DeviceSet
+
+
 @contextlib.asynccontextmanager
-async def open_devices(instrument: InstrumentConfig) -> AsyncIterator[dict[str, Reader]]:
-    """Connect every configured device at once; yield their telemetry readers."""
-    sources = telemetry_sources(instrument.devices)
+async def open_devices(instrument: InstrumentConfig) -> AsyncIterator[OpenDevices]:
+    """Connect every configured device at once; yield their readers and drivers."""
+    drivers = device_set(instrument.devices)
+    sources = drivers.sources
     try:
         await asyncio.gather(
             *(
@@ -47,7 +59,8 @@ async def open_devices(instrument: InstrumentConfig) -> AsyncIterator[dict[str, 
                 for source, entry in zip(sources, instrument.devices, strict=True)
             )
         )
-        yield {reader_name(source.name): source.telemetry for source in sources}
+        readers: dict[str, Reader] = {reader_name(s.name): s.telemetry for s in sources}
+        yield OpenDevices(readers, drivers)
     finally:
         for source in sources:
             with contextlib.suppress(DeviceError):

@@ -19,8 +19,10 @@ from devices.telemetry import Reading
 from schemas.exposure import ExposureSpec
 from schemas.header import HeaderCard, Snapshot, device_source
 from schemas.instrument import CcdConfig, InstrumentConfig
+from schemas.site import Site
 from tasks.files.fits_cards import Card
 from tasks.headers.time_cards import TimeSummary, summarize, time_cards
+from tasks.observing.pointing import sky_position
 from tasks.post_process import CcdImage
 from tasks.processing.raw_frames import RawCcd, amplifier_cards
 
@@ -87,7 +89,10 @@ def exposure_cards(facts: ExposureFacts, instrument: InstrumentConfig) -> list[C
             ("RA", spec.coordinates.ra_deg, "[deg] right ascension (requested)"),
             ("DEC", spec.coordinates.dec_deg, "[deg] declination (requested)"),
             ("RADESYS", "ICRS", "reference frame of RA and DEC"),
+            ("EQUINOX", 2000.0, "[yr] equinox of RA and DEC (ICRS: J2000)"),
         ]
+        if instrument.site is not None and spec.opens_shutter:
+            cards += _sky_cards(spec, facts, instrument.site)
     if spec.stacking is not None:
         cards += [
             ("NCOMBINE", facts.ncombine, "frames combined into this image"),
@@ -108,6 +113,24 @@ def exposure_cards(facts: ExposureFacts, instrument: InstrumentConfig) -> list[C
             for name, why in sorted(facts.missing_controllers.items())
         ]
     cards += [(keyword, value, "from the exposure spec") for keyword, value in spec.header.items()]
+    return cards
+
+
+def _sky_cards(spec: ExposureSpec, facts: ExposureFacts, site: Site) -> list[Card]:
+    """Where the requested position was from the site at mid-exposure."""
+    assert spec.coordinates is not None
+    middle = facts.date_obs + timedelta(seconds=spec.exptime / 2)
+    at = sky_position(spec.coordinates.ra_deg, spec.coordinates.dec_deg, site, middle)
+    cards: list[Card] = [
+        ("ALT", round(at.alt_deg, 4), "[deg] altitude of RA/DEC, mid-exposure"),
+        ("AZ", round(at.az_deg, 4), "[deg] azimuth (N through E), mid-exposure"),
+    ]
+    if at.airmass is not None:
+        cards.append(("AIRMASS", round(at.airmass, 4), "sec(z), mid-exposure"))
+    cards += [
+        ("HA", round(at.hour_angle_h, 5), "[h] hour angle, mid-exposure"),
+        ("LST", round(at.lst_h, 5), "[h] local sidereal time, mid-exposure"),
+    ]
     return cards
 
 

@@ -102,7 +102,7 @@ class NightEvents:
 
 
 @functools.cache
-def _offline_astropy() -> None:
+def offline_astropy() -> None:
     """Keep astropy off the network: bundled IERS tables, whatever their age or range.
 
     Global astropy settings, set once for the process; without them astropy would try
@@ -130,7 +130,7 @@ def _location(latitude_deg: float, longitude_deg: float, elevation_m: float) -> 
     )
 
 
-def _site_location(site: Site) -> EarthLocation:
+def site_location(site: Site) -> EarthLocation:
     return _location(site.latitude_deg, site.longitude_deg, site.elevation_m)
 
 
@@ -140,7 +140,7 @@ def _altitudes(location: EarthLocation, start: datetime, seconds: FloatArray) ->
     Times are UTC days of 86400 s, as datetime arithmetic counts them, so the seconds
     convert back with a plain timedelta.
     """
-    _offline_astropy()
+    offline_astropy()
     days, rest = divmod(start.timestamp(), _DAY_S)
     jd1 = np.full(seconds.shape, _UNIX_EPOCH_JD + days)
     jd2 = (rest + seconds) / _DAY_S
@@ -185,7 +185,7 @@ def _crossings(
     """
     _require_date(night)
     start, end = _window(site, night)
-    location = _site_location(site)
+    location = site_location(site)
     span = (end - start).total_seconds()
     grid = np.linspace(0.0, span, math.ceil(span / GRID_STEP_S) + 1)
     altitude = _altitudes(location, start, grid)
@@ -289,7 +289,7 @@ def sun_altitude(site: Site, when: datetime) -> float:
     """
     _require_aware(when, "when")
     start = when.astimezone(UTC)
-    return float(_altitudes(_site_location(site), start, np.zeros(1))[0])
+    return float(_altitudes(site_location(site), start, np.zeros(1))[0])
 
 
 def local_night(site: Site, when: datetime) -> date:

@@ -1,0 +1,125 @@
+"""Observing a target on alpaca-simulators: pointing, dome, filters and focus, headers,
+and what is refused before anything moves."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from astropy.io import fits
+
+from flows.observe import check_observation, observe
+from schemas.errors import ConfigError
+from schemas.instrument import InstrumentConfig, load_instrument
+from schemas.observation import ObservationSpec
+from tasks.observing.pointing import sky_position
+
+from .alpaca_sim import RunningSimulator, running_simulator
+from .conftest import REPO
+from .fitscheck import assert_fitsverify_clean
+
+SIM_ALPACA = REPO / "deploy" / "instruments" / "sim-alpaca.yaml"
+
+
+def _instrument(port: int, data: Path) -> InstrumentConfig:
+    config = load_instrument(SIM_ALPACA).with_overrides(port=port, data_root=data)
+    dump = config.model_dump()
+    dump["controllers"][0]["cooling"]["stable_s"] = 0.2
+    dump["concurrency_name"] = f"instrument-observe-{uuid.uuid4().hex[:12]}"
+    return InstrumentConfig.model_validate(dump)
+
+
+def _overhead(instrument: InstrumentConfig, *, below: bool = False) -> dict[str, float]:
+    """RA/Dec at the zenith of the site now (or at the nadir: never visible)."""
+    site = instrument.site
+    assert site is not None
+    lst_h = sky_position(0.0, 0.0, site, datetime.now(UTC)).lst_h
+    ra = (lst_h * 15.0 + (180.0 if below else 0.0)) % 360.0
+    return {"ra_deg": round(ra, 4), "dec_deg": -site.latitude_deg if below else site.latitude_deg}
+
+
+def _spec(instrument: InstrumentConfig, **changes: object) -> ObservationSpec:
+    data: dict[str, object] = {
+        "name": "zenith",
+        "target": {"name": "Zenith field", **_overhead(instrument)},
+        "exposures": [
+            {"filter": "Red", "exptime": 0.2},
+            {"filter": "Blue", "exptime": 0.2, "count": 2},
+        ],
+        "dithers": [{}, {"east_arcsec": 36.0}],
+    }
+    data.update(changes)
+    return ObservationSpec.model_validate(data)
+
+
+def test_a_target_below_the_limit_a_bad_dither_and_no_site_are_refused(tmp_path: Path) -> None:
+    instrument = _instrument(9, tmp_path)  # nothing listens: nothing may be contacted
+    low = _spec(instrument, target={"name": "Nadir", **_overhead(instrument, below=True)})
+    with pytest.raises(ConfigError, match=r"target: Nadir is at altitude -\d+\.\d deg"):
+        check_observation(low, instrument, datetime.now(UTC))
+    polar = _spec(
+        instrument,
+        target={"name": "Pole", "ra_deg": 10.0, "dec_deg": 89.9},
+        dithers=[{"north_arcsec": 720.0}],
+        constraints={"min_altitude_deg": 0.0},
+    )
+    with pytest.raises(ConfigError, match=r"dithers\.0: 720 arcsec north of Dec 89\.9"):
+        check_observation(polar, instrument, datetime.now(UTC))
+    nowhere = instrument.model_copy(update={"site": None})
+    with pytest.raises(ConfigError, match="site: observing needs the instrument's site"):
+        check_observation(_spec(instrument), nowhere, datetime.now(UTC))
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSimulator]:
+    with running_simulator(tmp_path_factory.mktemp("observe")) as sim:
+        yield sim
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_harness")
+async def test_observe_points_follows_sets_filter_and_focus_and_records_it(
+    server: RunningSimulator, tmp_path: Path
+) -> None:
+    await asyncio.to_thread(server.reload)
+    instrument = _instrument(server.port, tmp_path / "data")
+    spec = _spec(instrument)
+    result = await observe(spec, instrument)
+    assert [e.image_type.value for e in result.exposures] == ["object"] * 6
+    headers = [fits.getheader(e.files[0].path) for e in result.exposures]
+    assert [h["FILTER"] for h in headers] == ["Red", "Blue", "Blue"] * 2
+    focus = {h["FILTER"]: h["FOCUS"] for h in headers}
+    assert focus["Blue"] - focus["Red"] == 150  # the wheel's offsets: Red -100, Blue +50
+    for header in headers:
+        assert header["FILTPOS"] == header["FILTER"]  # what the wheel reported
+        assert header["FOCUS"] == header["FOCUSEND"]  # nothing moved while integrating
+        assert header["OBJECT"] == "Zenith field"
+        assert header["OBJRA"] == spec.target.ra_deg
+        assert header["RADESYS"] == "ICRS"
+        assert header["AIRMASS"] == pytest.approx(1.0, abs=0.01)
+        assert header["ALT"] > 80
+        assert abs(header["TELRA"] * 15.0 - header["RA"]) < 0.01  # the mount got there
+        assert header["TELDEC"] == pytest.approx(header["DEC"], abs=0.01)
+    east = 36.0 / 3600.0 / math.cos(math.radians(spec.target.dec_deg))  # the second dither
+    assert (headers[3]["RA"] - headers[0]["RA"]) % 360.0 == pytest.approx(east, abs=1e-6)
+    assert_fitsverify_clean(result.exposures[0].files[0].path)
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_harness")
+async def test_a_filter_the_wheel_lacks_is_refused_before_the_telescope_moves(
+    server: RunningSimulator, tmp_path: Path
+) -> None:
+    await asyncio.to_thread(server.reload)
+    dump = _instrument(server.port, tmp_path / "data").model_dump()
+    dump["filters"] = ["Red", "Halpha"]  # the config has it; the wheel does not
+    instrument = InstrumentConfig.model_validate(dump)
+    spec = _spec(instrument, exposures=[{"filter": "Halpha", "exptime": 0.2}])
+    with pytest.raises(ConfigError, match="exposures: the wheel has no filter 'Halpha'"):
+        await observe(spec, instrument)
+    assert list((tmp_path / "data").rglob("*.fits")) == []
