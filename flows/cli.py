@@ -85,12 +85,24 @@ def sim(
     pixel_rate: Annotated[
         float, typer.Option(help="pixels per second per amplifier (sets the readout time)")
     ] = 2e6,
+    observatory: Annotated[
+        bool,
+        typer.Option(
+            "--observatory",
+            help="also the ASCOM Alpaca simulators: telescope, dome, filter wheel, focuser, "
+            "weather ... (deploy/instruments/sim-observatory.yaml)",
+        ),
+    ] = False,
+    alpaca_port: Annotated[
+        int, typer.Option(help="port of the Alpaca simulators (ASCOM's default: 11111)")
+    ] = 11111,
 ) -> None:
     """Run simulated Archon controllers in the foreground until Ctrl-C (or SIGTERM).
 
     Several --acf options start several controllers on consecutive ports (or free ones
     with --port 0), their CCDs behind one shared shutter; each prints its own
-    "listening" line, in order.
+    "listening" line, in order. --observatory starts the third-party Alpaca
+    simulators beside them, offline, on 127.0.0.1.
     """
     from devices.archon.simulator import run_simulators
 
@@ -121,8 +133,20 @@ def sim(
         with contextlib.suppress(asyncio.CancelledError):
             await server
 
-    asyncio.run(serve_until_signal())
-    typer.echo("simulator stopped")
+    if not observatory:
+        asyncio.run(serve_until_signal())
+        typer.echo("simulator stopped")
+        return
+    from flows.observatory_sim import alpaca_simulators
+
+    with contextlib.ExitStack() as stack:
+        try:
+            alpaca = stack.enter_context(alpaca_simulators(alpaca_port))
+        except RuntimeError as exc:  # its port is taken, or it did not start
+            fail(f"the Alpaca simulators did not start on port {alpaca_port}: {exc}", code=1)
+        typer.echo(f"Alpaca simulators listening on {alpaca.base_url}")
+        asyncio.run(serve_until_signal())
+    typer.echo("simulators stopped")
 
 
 InstrumentOption = Annotated[Path, typer.Option(help="instrument YAML")]

@@ -16,6 +16,7 @@ from schemas.exposure import CalibrationSpec, ExposureSpec, NightPlan, SequenceS
 from schemas.header import HeaderSpec
 from schemas.instrument import InstrumentConfig
 from schemas.night_schedule import NightSchedule
+from schemas.observation import ObservationSpec
 
 MODELS: dict[str, type[BaseModel]] = {
     "exposure": ExposureSpec,
@@ -23,6 +24,7 @@ MODELS: dict[str, type[BaseModel]] = {
     "calibration": CalibrationSpec,
     "night": NightPlan,
     "night-schedule": NightSchedule,
+    "observation": ObservationSpec,
     "instrument": InstrumentConfig,
     "header": HeaderSpec,
 }

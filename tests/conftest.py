@@ -62,3 +62,14 @@ def sim_instrument(tmp_path: Path, archon_sim: object) -> object:
     return InstrumentConfig.model_validate(
         {**config.model_dump(), "concurrency_name": limit, "site": None}
     )
+
+
+def harness_api_env() -> dict[str, str]:
+    """The environment for a ``ccdflow`` subprocess that uses the session's test API
+    (started by ``prefect_harness``) instead of starting an embedded API of its own,
+    which takes it 15-25 s."""
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value()
+    assert url, "use the prefect_harness fixture"
+    return {**os.environ, "PREFECT_API_URL": str(url)}

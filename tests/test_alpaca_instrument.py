@@ -4,7 +4,6 @@ alpaca-simulators server, the shipped sim-alpaca.yaml, cooling, and bad input.""
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import sys
 import uuid
@@ -26,7 +25,7 @@ from schemas.instrument import InstrumentConfig, load_instrument
 from tasks.control.instrument import open_instrument, plan_instrument
 
 from .alpaca_sim import RunningSimulator, running_simulator
-from .conftest import REPO
+from .conftest import REPO, harness_api_env
 from .fitscheck import assert_fitsverify_clean
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
@@ -80,7 +79,7 @@ def test_the_readme_command_takes_a_dark_on_the_simulator(
             str(data),
         ],
         cwd=REPO,
-        env={**os.environ, "PREFECT_HOME": str(tmp_path / "prefect")},
+        env=harness_api_env(),
         capture_output=True,
         text=True,
         timeout=300,

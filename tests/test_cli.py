@@ -33,7 +33,7 @@ from schemas.instrument import InstrumentConfig
 from schemas.results import SequenceResult
 from tasks.files.verify import verify_fits_checksums
 
-from .conftest import REPO, SIM_ACF, SIM_YAML
+from .conftest import REPO, SIM_ACF, SIM_YAML, harness_api_env
 from .fitscheck import assert_fitsverify_clean
 
 runner = CliRunner()
@@ -66,12 +66,15 @@ def test_bad_port_override_is_refused() -> None:
     assert "controllers.0.port" in result.output
 
 
-def _ccdflow(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """``ccdflow ARGS`` in a fresh process, with Prefect's home under ``tmp_path``."""
+def _ccdflow(
+    tmp_path: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``ccdflow ARGS`` in a fresh process, with Prefect's home under ``tmp_path`` (its
+    own embedded API), or in ``env``."""
     return subprocess.run(
         [sys.executable, "-m", "flows.cli", *args],
         cwd=REPO,
-        env={**os.environ, "PREFECT_HOME": str(tmp_path / "prefect")},
+        env=env or {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect")},
         capture_output=True,
         text=True,
         timeout=300,
@@ -484,7 +487,9 @@ def test_run_picks_the_flow_by_the_files_keys(
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("prefect_harness")
 def test_run_takes_a_calibration_file_end_to_end(tmp_path: Path) -> None:
+    api_env = harness_api_env()  # the session's test API: no embedded API to start
     spec = tmp_path / "calibrations.yaml"
     spec.write_text(
         "name: cli-calibrations\n"
@@ -494,7 +499,9 @@ def test_run_takes_a_calibration_file_end_to_end(tmp_path: Path) -> None:
     )
     data = tmp_path / "data"
     with _simulator() as (_, port):
-        completed = _ccdflow(tmp_path, "run", str(spec), "--port", str(port), "--data", str(data))
+        completed = _ccdflow(
+            tmp_path, "run", str(spec), "--port", str(port), "--data", str(data), env=api_env
+        )
     output = completed.stdout + completed.stderr
     assert completed.returncode == 0, output
     files = sorted(data.rglob("*.fits"))

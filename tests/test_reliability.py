@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
 
@@ -30,8 +31,11 @@ STARTUP_S = 120.0
 """A fresh process starts Prefect's embedded API (about 10 s, more on a busy machine)."""
 
 
-async def _ccdflow(tmp_path: Path, *args: str) -> asyncio.subprocess.Process:
-    """``ccdflow ARGS`` in a fresh process (own Prefect home), output in files."""
+async def _ccdflow(
+    tmp_path: Path, *args: str, api: Mapping[str, str] | None = None
+) -> asyncio.subprocess.Process:
+    """``ccdflow ARGS`` in a fresh process (own Prefect home, or the API ``api`` names),
+    output in files."""
     out = (tmp_path / "stdout.txt").open("wb")
     err = (tmp_path / "stderr.txt").open("wb")
     return await asyncio.create_subprocess_exec(
@@ -45,6 +49,7 @@ async def _ccdflow(tmp_path: Path, *args: str) -> asyncio.subprocess.Process:
             **os.environ,
             "PREFECT_HOME": str(tmp_path / "prefect"),
             "CCDFLOW_STORAGE__PROCESSED": "true",
+            **(api or {}),
         },
         stdout=out,
         stderr=err,

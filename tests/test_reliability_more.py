@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import sys
 from collections import defaultdict
 from datetime import datetime
 from pathlib import Path
@@ -13,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from astropy.io import fits
+from prefect.settings import PREFECT_API_URL
 
 from devices.archon.controller import ArchonController, ControllerTiming
 from devices.archon.simulator import ArchonSimulator
@@ -24,7 +23,7 @@ from tasks.durable.instrument_lock import lock_path
 from tasks.files.verify import verify_fits_checksums
 from tasks.processing.ccd_products import buffer_products
 
-from .conftest import REPO, SIM_YAML
+from .conftest import SIM_YAML
 from .test_reliability import STARTUP_S, _ccdflow, _output
 
 pytestmark = pytest.mark.slow
@@ -85,45 +84,23 @@ def _exposures(data: Path) -> dict[str, list[tuple[datetime, float, int]]]:
     return {run: sorted(found) for run, found in runs.items()}
 
 
-async def _first_start(home: Path) -> None:
-    """Start Prefect once on ``home`` (``ccdflow history``), as any earlier run would have.
-
-    Two processes that each start the embedded API on one *new* database set it up at
-    the same time, and one can fail: alembic ("Online migration expected to match one
-    row") or the block-type registration ("UNIQUE constraint failed: block_type.slug").
-    That first-start race is Prefect's, not what this test is about.
-    """
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        *("-m", "flows.cli", "history", "--limit", "1"),
-        cwd=REPO,
-        env={**os.environ, "PREFECT_HOME": str(home)},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    output, _ = await asyncio.wait_for(proc.communicate(), STARTUP_S)
-    assert proc.returncode == 0, output.decode()
-
-
+@pytest.mark.usefixtures("prefect_harness")
 async def test_two_runs_on_one_instrument_at_once_never_overlap(
     tmp_path: Path, archon_sim: ArchonSimulator
 ) -> None:
-    """Two ``ccdflow expose`` processes started together, one Prefect home (so one
-    database: the same concurrency limit), one data root (so one host lock)."""
-    home = tmp_path / "prefect"
-    home.mkdir()
-    await _first_start(home)
+    """Two ``ccdflow expose`` processes started together, one Prefect API (the session's
+    test API: the same concurrency limit), one data root (so one host lock)."""
+    api = {"PREFECT_API_URL": str(PREFECT_API_URL.value())}
     data = tmp_path / "data"
     # Each run holds the instrument for about 11 s: long enough that the other, started
-    # at the same moment, is up (its embedded API started) and has to wait, even when
-    # a loaded machine starts one process seconds after the other.
+    # at the same moment, is up and has to wait, even when a loaded machine starts one
+    # process seconds after the other.
     args = ("expose", "--type", "object", "--exptime", "5", "--count", "2")
     args += ("--port", str(archon_sim.port), "--data", str(data))
     folders = [tmp_path / "one", tmp_path / "two"]
     for folder in folders:
         folder.mkdir()
-        (folder / "prefect").symlink_to(home)  # _ccdflow's PREFECT_HOME is folder/prefect
-    procs = await asyncio.gather(*(_ccdflow(folder, *args) for folder in folders))
+    procs = await asyncio.gather(*(_ccdflow(folder, *args, api=api) for folder in folders))
     try:
         codes = await asyncio.wait_for(
             asyncio.gather(*(proc.wait() for proc in procs)), STARTUP_S + 120

@@ -11,6 +11,7 @@ from schemas.exposure import CalibrationSpec, ExposureSpec, NightPlan, SequenceS
 from schemas.instrument import load_instrument
 from schemas.json_schema import MODELS, schema_text
 from schemas.night_schedule import NightSchedule
+from schemas.observation import ObservationSpec
 
 from .conftest import REPO
 
@@ -34,6 +35,7 @@ def test_committed_schema_matches_the_model(name: str) -> None:
         ("night.yaml", NightPlan),
         ("night-by-the-sun.yaml", NightPlan),
         ("night-schedule.yaml", NightSchedule),
+        ("observation.yaml", ObservationSpec),
     ],
 )
 def test_examples_validate(file: str, model: type[ExposureSpec]) -> None:

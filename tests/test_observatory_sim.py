@@ -1,0 +1,74 @@
+"""``ccdflow sim --observatory`` runs the README's example observation, and stops."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+from astropy.io import fits
+
+from .alpaca_sim import free_port
+from .conftest import REPO, SIM_ACF, harness_api_env
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
+
+OBSERVATORY = REPO / "deploy" / "instruments" / "sim-observatory.yaml"
+EXAMPLE = REPO / "deploy" / "examples" / "observation.yaml"
+
+
+def _instrument_on(tmp_path: Path, archon_port: int, alpaca_port: int) -> Path:
+    """sim-observatory.yaml with the test's ports (and its ACF by absolute path)."""
+    data = yaml.safe_load(OBSERVATORY.read_text())
+    data["controllers"][0].update(port=archon_port, acf=str(SIM_ACF))
+    for device in data["devices"]:
+        device["port"] = alpaca_port
+    path = tmp_path / "observatory.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_the_simulated_observatory_runs_the_example_observation(tmp_path: Path) -> None:
+    alpaca_port = free_port()
+    command = [sys.executable, "-m", "flows.cli", "sim", "--observatory", "--port", "0"]
+    command += ["--acf", str(SIM_ACF), "--alpaca-port", str(alpaca_port)]
+    env = {**harness_api_env(), "PYTHONPATH": str(REPO)}
+    sim = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, text=True)
+    started = []
+    try:
+        assert sim.stdout is not None
+        lines = [sim.stdout.readline(), sim.stdout.readline()]
+        assert f"Alpaca simulators listening on http://127.0.0.1:{alpaca_port}" in lines[0]
+        found = re.search(r"listening on 127\.0\.0\.1:(\d+)", lines[1])
+        assert found, lines
+        started = psutil.Process(sim.pid).children(recursive=True)
+        instrument = _instrument_on(tmp_path, int(found.group(1)), alpaca_port)
+        data = tmp_path / "data"
+        observe = [sys.executable, "-m", "flows.cli", "observe", str(EXAMPLE)]
+        observe += ["--instrument", str(instrument), "--data", str(data)]
+        done = subprocess.run(
+            observe,
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        files = sorted(data.glob("*/ccdobs-r1-*.fits"))
+        assert len(files) == 6  # 2 Red + 1 Blue, at 2 dithers
+        header = fits.getheader(files[0])
+        assert header["OBJECT"] == "Polaris field"
+        assert header["FILTPOS"] == header["FILTER"] == "Red"
+        assert 30 < header["ALT"] < 36  # Polaris from APO
+        assert header["DOMEAZ"] == pytest.approx(header["AZ"], abs=1.0)  # the dome followed
+    finally:
+        sim.send_signal(signal.SIGTERM)
+        code = sim.wait(15)
+    assert code == 0
+    assert not [p for p in started if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
