@@ -26,6 +26,9 @@ class Mount(Protocol):
     async def azimuth(self) -> float:
         """Where the telescope points now, degrees from north through east."""
 
+    async def parked(self) -> bool:
+        """At its park position (a weather shutdown parks it)."""
+
 
 class Enclosure(Protocol):
     async def follow(self, azimuth_deg: float, *, timeout_s: float) -> None:

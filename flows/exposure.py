@@ -13,6 +13,7 @@ checked against the instrument before its exposure starts; the controllers are r
 # cannot be resolved when the engine loads this module from its entrypoint.
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ from tasks.control.instrument import (
     open_instrument,
     plan_instrument,
 )
+from tasks.control.sky_watch import SkyUnsafeError, watching
 from tasks.durable.instrument_lock import instrument_lock
 from tasks.durable.journal import SequenceJournal
 from tasks.durable.savepoint import remove_savepoint
@@ -98,6 +100,11 @@ class RunPlan:
             journal.close()
         night = instrument.storage.night_rule.folder(datetime.now(UTC))
         return cls(journal, journal.resume(night))
+
+
+def _always() -> str | None:
+    """A gate that never stops a run."""
+    return None
 
 
 BeforeExposure = Callable[[int, ExposureSpec, DeviceSet], Awaitable[None]]
@@ -211,7 +218,12 @@ async def take_all(
             asyncio.to_thread(workers.enter_context, open_client(instrument.dask))
         )
     try:
-        async with open_instrument(plans) as sessions, open_devices(instrument) as devices:
+        light = instrument.safety if any(s.opens_shutter for s in specs) else None
+        async with (
+            open_instrument(plans) as sessions,
+            open_devices(instrument) as devices,
+            watching(light, devices.readers, devices.drivers, instrument.name) as watch,
+        ):
             system = await _system_info(sessions)
             for recovered in await recover_frames(sessions, instrument, system):
                 if recovered.journal == plan.journal.path and recovered.index is not None:
@@ -223,7 +235,39 @@ async def take_all(
                 for index, spec in planned:
                     if index in results:
                         continue
-                    if gate is not None and (stopped := gate(spec)) is not None:
+                    acquired = None
+                    while acquired is None:
+                        guarded = watch is not None and spec.opens_shutter
+                        if gate is not None and (stopped := gate(spec)) is not None:
+                            break
+                        if watch is not None and guarded:
+                            # Waits for a safe sky and an open dome; the gate is asked
+                            # meanwhile (the night may end first).
+                            still = functools.partial(gate, spec) if gate is not None else _always
+                            if (stopped := await watch.ready_for_light(still)) is not None:
+                                break
+                        if before is not None:
+                            # The devices are where this exposure wants them (and still):
+                            # the previous exposure's finishing goes on meanwhile.
+                            await before(index - first_index, spec, devices.drivers)
+                        work = acquire(
+                            sessions,
+                            spec,
+                            instrument,
+                            numbered(index, spec),
+                            journal_entry=(plan.journal.path, index),
+                            devices=devices.readers,
+                        )
+                        try:
+                            acquired = await (watch.light(work) if watch and guarded else work)
+                        except SkyUnsafeError as exc:
+                            logger.warning(
+                                "%s: a light exposure was aborted (%s); it is taken again "
+                                "once the sky is safe",
+                                name,
+                                exc.reason,
+                            )
+                    if acquired is None:
                         logger.warning(
                             "%s: no further exposure (%d of %d taken): %s",
                             name,
@@ -232,18 +276,6 @@ async def take_all(
                             stopped,
                         )
                         break
-                    if before is not None:
-                        # The devices are where this exposure wants them (and still):
-                        # the previous exposure's finishing goes on meanwhile.
-                        await before(index - first_index, spec, devices.drivers)
-                    acquired = await acquire(
-                        sessions,
-                        spec,
-                        instrument,
-                        numbered(index, spec),
-                        journal_entry=(plan.journal.path, index),
-                        devices=devices.readers,
-                    )
                     job = finished(
                         index,
                         finish(acquired, sessions, instrument, system, archiver, dask_client),

@@ -105,7 +105,8 @@ class _Observer:
         moves = []
         if self.dither is None:
             await self._check_filters(devices)
-        if dither != self.dither:
+        # Point for a new dither, and again after a weather shutdown parked the mount.
+        if dither != self.dither or (devices.mount is not None and await devices.mount.parked()):
             moves.append(self._point(dither, devices))
         if exposure.filter != self.filter and exposure.filter is not None:
             moves.append(self._set_filter(exposure.filter, devices))

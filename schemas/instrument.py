@@ -28,7 +28,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from schemas.devices import DeviceConfig, property_problem
+from schemas.devices import DeviceConfig, DeviceType, property_problem
 from schemas.errors import ConfigError
 from schemas.form_order import FormModel
 from schemas.header import HeaderSpec, device_source
@@ -36,6 +36,7 @@ from schemas.naming import NightRule, check_template, check_timezone
 from schemas.processing import ProcessingConfig
 from schemas.products import Product
 from schemas.site import Site, SunHorizons
+from schemas.weather import WeatherSafety
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,15}$"
 """Names that are safe in file names and FITS values."""
@@ -402,6 +403,9 @@ class InstrumentConfig(FormModel):
         default_factory=list,
         description="filter wheel, focuser, telescope, dome, weather ... (header sources)",
     )
+    safety: WeatherSafety | None = Field(
+        default=None, description="watched while the shutter may open (schemas/weather.py)"
+    )
 
     @field_validator("controllers")
     @classmethod
@@ -465,9 +469,28 @@ class InstrumentConfig(FormModel):
                 problems.append(f"{where}: no device named {named[0]!r} in devices ({known})")
             elif (problem := property_problem(device.type, named[1])) is not None:
                 problems.append(f"{where}: {problem}")
+        problems += self._safety_problems(by_name)
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def _safety_problems(self, by_name: dict[str, DeviceConfig]) -> list[str]:
+        if self.safety is None:
+            return []
+        problems = []
+        for index, name in enumerate(self.safety.monitors):
+            device = by_name.get(name)
+            if device is None or device.type is not DeviceType.SAFETYMONITOR:
+                problems.append(
+                    f"safety.monitors.{index}: {name!r} is not a safetymonitor of devices"
+                )
+        for index, limit in enumerate(self.safety.limits):
+            device = by_name.get(limit.device)
+            if device is None:
+                problems.append(f"safety.limits.{index}.device: no device named {limit.device!r}")
+            elif (problem := property_problem(device.type, limit.property)) is not None:
+                problems.append(f"safety.limits.{index}.property: {problem}")
+        return problems
 
     def masters_source(self) -> Product:
         """The product master frames are built from (processing.masters_from, or the

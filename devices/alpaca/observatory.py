@@ -31,6 +31,9 @@ class AlpacaMount:
     async def azimuth(self) -> float:
         return await self.telescope.azimuth()
 
+    async def parked(self) -> bool:
+        return await self.telescope.at_park()
+
 
 class AlpacaEnclosure:
     def __init__(self, dome: AlpacaDome) -> None:
