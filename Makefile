@@ -56,6 +56,7 @@ bench: sync
 	$(RUN) python -m bench.postprocess --repeats 3
 	$(RUN) python -m bench.console --repeats 5
 	$(RUN) python -m bench.alpaca --repeats 5
+	$(RUN) python -m bench.observatory --repeats 5
 
 # Debian packages the tests use when present: file checkers, the console's database
 # and browser. Skips the update when all are there already.
