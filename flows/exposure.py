@@ -33,6 +33,7 @@ from flows.recovery import recover_frames
 from schemas.errors import ConfigError
 from schemas.exposure import CalibrationSpec, ExposureSpec, NightPlan, SequenceSpec
 from schemas.instrument import InstrumentConfig
+from schemas.observation import ObservationSpec
 from schemas.results import ExposureResult, SequenceResult
 from tasks.archive import SequenceArchiver
 from tasks.control.devices import open_devices
@@ -439,16 +440,21 @@ async def observe_night(
             count = len(_flat(specs))
             decision, reason = await _before_step(step.name, plan, clock, holding)
             if decision is Decision.STOP:
-                results.append(_not_taken(step.name, reason))
+                results.append(not_taken(step.name, reason))
                 break
             if decision is Decision.SKIP:
-                results.append(_not_taken(step.name, reason))
+                results.append(not_taken(step.name, reason))
                 first += count
                 continue
             await holding.hold()
             gate = clock.exposure_gate(step.name)
             if isinstance(step, CalibrationSpec):
                 result = await _calibration_set(step, instrument, progress, first, gate)
+            elif isinstance(step, ObservationSpec):
+                # Here, not at the top: flows.observe builds on this module.
+                from flows.observe import observation_step
+
+                result = await observation_step(step, instrument, progress, first, gate)
             else:
                 result = await take_all(
                     step.name,
@@ -465,7 +471,7 @@ async def observe_night(
     return results
 
 
-def _not_taken(name: str, reason: str) -> SequenceResult:
+def not_taken(name: str, reason: str) -> SequenceResult:
     return SequenceResult(
         name=name, flow_run_id=_current_flow_run_id(), exposures=[], elapsed_s=0.0, stopped=reason
     )

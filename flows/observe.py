@@ -16,6 +16,7 @@ are already moving for the next.
 # parameters against the flow's signature, and string annotations of pydantic models
 # cannot be resolved when the engine loads this module from its entrypoint.
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -23,7 +24,7 @@ from prefect import flow, get_run_logger
 
 from devices.base import DeviceStateError
 from devices.observatory import DeviceSet
-from flows.exposure import RunPlan, check_all, take_all
+from flows.exposure import RunPlan, check_all, not_taken, take_all
 from flows.instrument_choice import DEFAULT_INSTRUMENT, InstrumentChoice, resolve_instrument
 from flows.night_clock import NightClock
 from schemas.errors import ConfigError
@@ -164,6 +165,34 @@ class _Observer:
         offset = await devices.filters.select(name, timeout_s=SLEW_TIMEOUT_S)
         if devices.focuser is not None and self.focus_base is not None:
             await devices.focuser.move_to(self.focus_base + offset, timeout_s=SLEW_TIMEOUT_S)
+
+
+async def observation_step(
+    spec: ObservationSpec,
+    instrument: InstrumentConfig,
+    plan: RunPlan,
+    first_index: int,
+    gate: Callable[[ExposureSpec], str | None],
+) -> SequenceResult:
+    """An observation as a night plan's step: skipped, with the reason, when its target
+    cannot be observed when the step comes (a night moves on, it does not fail)."""
+    try:
+        check_observation(spec, instrument, datetime.now(UTC))
+    except ConfigError as exc:
+        reason = "; ".join(exc.problems)
+        get_run_logger().warning("%s: not observed: %s", spec.name, reason)
+        return not_taken(spec.name, reason)
+    per_dither = sum(group.count for group in spec.exposures)
+    return await take_all(
+        spec.name,
+        spec.expand(),
+        instrument,
+        pipelined=True,
+        plan=plan,
+        first_index=first_index,
+        gate=gate,
+        before=_Observer(spec, instrument, per_dither),
+    )
 
 
 @flow(name="observe")

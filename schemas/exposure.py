@@ -17,6 +17,7 @@ from pydantic import Field, field_validator, model_validator
 from schemas.fits_rules import CardValue, check_keyword, check_value
 from schemas.form_order import FormModel
 from schemas.night_window import NightMoment, TimeWindow
+from schemas.observation import ObservationSpec
 from schemas.operator import OperatorQuestion
 
 MAX_EXPTIME = 86_400.0
@@ -279,7 +280,7 @@ class NightPlan(FormModel):
     """
 
     name: str = Field(default="night", min_length=1, max_length=64, pattern=r"^[\w.-]+$")
-    steps: list[SequenceSpec | CalibrationSpec] = Field(min_length=1)
+    steps: list[SequenceSpec | CalibrationSpec | ObservationSpec] = Field(min_length=1)
     windows: dict[str, TimeWindow] = Field(
         default_factory=dict, title="Step windows", description="step name -> time window"
     )

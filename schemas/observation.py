@@ -10,12 +10,15 @@ and airmass at the site before anything moves.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 from pydantic import Field, model_validator
 
-from schemas.exposure import Coordinates, ExposureSpec, ImageType
 from schemas.form_order import FormModel
 from schemas.night_window import TimeWindow
+
+if TYPE_CHECKING:
+    from schemas.exposure import ExposureSpec
 
 MAX_DITHER_ARCSEC = 3600.0
 """A dither is a small offset: beyond a degree it is another pointing."""
@@ -105,6 +108,9 @@ class ObservationSpec(FormModel):
     def expand(self) -> list[ExposureSpec]:
         """The exposures in the order they are taken: per dither, per filter. RA/DEC
         are where each dither points; OBJRA/OBJDEC the target as asked."""
+        # Here, not at the top: schemas.exposure's night plans take observations.
+        from schemas.exposure import Coordinates, ExposureSpec, ImageType
+
         target = self.target
         asked = {"OBJRA": target.ra_deg, "OBJDEC": target.dec_deg}
         specs = []

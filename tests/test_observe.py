@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 from astropy.io import fits
 
+from flows.exposure import observe_night
 from flows.observe import check_observation, observe
 from schemas.errors import ConfigError
+from schemas.exposure import NightPlan
 from schemas.instrument import InstrumentConfig, load_instrument
 from schemas.observation import ObservationSpec
 from tasks.observing.pointing import sky_position
@@ -123,3 +125,37 @@ async def test_a_filter_the_wheel_lacks_is_refused_before_the_telescope_moves(
     with pytest.raises(ConfigError, match="exposures: the wheel has no filter 'Halpha'"):
         await observe(spec, instrument)
     assert list((tmp_path / "data").rglob("*.fits")) == []
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_harness")
+async def test_a_night_plan_takes_observations_and_skips_one_that_is_not_up(
+    server: RunningSimulator, tmp_path: Path
+) -> None:
+    await asyncio.to_thread(server.reload)
+    instrument = _instrument(server.port, tmp_path / "data")
+    up = _spec(instrument, name="up", exposures=[{"filter": "Green", "exptime": 0.2}], dithers=[{}])
+    down = _spec(
+        instrument,
+        name="down",
+        target={"name": "Nadir", **_overhead(instrument, below=True)},
+        dithers=[{}],
+    )
+    plan = NightPlan.model_validate(
+        {
+            "name": "observing-night",
+            "light_until": None,
+            "steps": [
+                {"name": "darks", "exposures": [{"image_type": "dark", "exptime": 0.2}]},
+                down.model_dump(),
+                up.model_dump(),
+            ],
+        }
+    )
+    darks, skipped, observed = await observe_night(plan, instrument)
+    assert [e.image_type.value for e in darks.exposures] == ["dark"]
+    assert skipped.exposures == []
+    assert skipped.stopped is not None
+    assert "below constraints.min_altitude_deg" in skipped.stopped
+    [exposure] = observed.exposures
+    assert fits.getheader(exposure.files[0].path)["FILTPOS"] == "Green"
