@@ -1,4 +1,4 @@
-"""Overhead between two targets: our overlapped moves against a sequential baseline.
+"""The observatory's moves: target to target (overlapped vs sequential), and bad weather.
 
 One ``alpaca-simulators`` process (tests/alpaca_sim.py: 127.0.0.1, offline). The
 same drivers the ``observe`` flow uses (devices.registry.device_set: telescope, dome,
@@ -11,8 +11,14 @@ filter wheel, focuser) move the observatory from target A to target B and back,
   then focus.
 
 Each figure is from the first command until every device has stopped (the next
-exposure could start), as medians. A table on stdout and JSON in
-bench/results/observatory.json.
+exposure could start), as medians.
+
+**Bad weather**: the sky watch of a run (tasks/control/sky_watch.py, polling every
+0.2 s) over a 30 s light exposure on the simulator's camera; the safety monitor is
+set unsafe (``PUT safetymonitor/0/issafe``) and timed: until the camera is idle
+(shutter closed), and until the telescope is parked and the dome closed.
+
+A table on stdout and JSON in bench/results/observatory.json.
 
     uv run --frozen python -m bench.observatory --repeats 5
 """
@@ -21,7 +27,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import logging
 import os
 import platform
 import statistics
@@ -32,10 +40,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from devices.observatory import DeviceSet
 from devices.registry import device_set
 from schemas.devices import DeviceConfig, DeviceType
-from tests.alpaca_sim import running_simulator
+from schemas.instrument import InstrumentConfig, load_instrument
+from tasks.control.devices import open_devices
+from tasks.control.instrument import open_instrument, plan_instrument
+from tasks.control.sky_watch import SkyWatch
+from tests.alpaca_sim import RunningSimulator, running_simulator
+
+SIM_ALPACA = Path(__file__).resolve().parents[1] / "deploy" / "instruments" / "sim-alpaca.yaml"
+LOGGER = logging.getLogger("bench.observatory")
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TIMEOUT_S = 300.0
@@ -76,6 +93,70 @@ async def sequential(devices: DeviceSet, target: dict[str, Any], base: int) -> N
 Move = Callable[[DeviceSet, dict[str, Any], int], Awaitable[None]]
 
 
+async def _poll(check: Callable[[], Awaitable[bool]], timeout: float) -> float:
+    """Seconds until ``check()`` is true (polled every 10 ms)."""
+    start = time.perf_counter()
+    while not await check():
+        if time.perf_counter() - start > timeout:
+            raise TimeoutError(f"not within {timeout} s")
+        await asyncio.sleep(0.01)
+    return time.perf_counter() - start
+
+
+async def weather(sim: RunningSimulator, repeats: int) -> dict[str, list[float]]:
+    """Unsafe -> camera idle, and unsafe -> parked and closed (module docstring)."""
+    config = load_instrument(SIM_ALPACA).with_overrides(port=sim.port).model_dump()
+    config["devices"].append({"name": "safety", "type": "safetymonitor", "port": sim.port})
+    config["safety"] = {"monitors": ["safety"], "poll_s": 0.2, "max_age_s": 2, "resume_after_s": 0}
+    instrument = InstrumentConfig.model_validate(config)
+    assert instrument.safety is not None
+    [plan] = plan_instrument(instrument)
+    found: dict[str, list[float]] = {"shutter_closed_s": [], "parked_and_closed_s": []}
+    form = {"ClientID": "1", "ClientTransactionID": "1"}
+    async with httpx.AsyncClient(base_url=f"{sim.base_url}/api/v1", trust_env=False) as http:
+
+        async def value(path: str) -> object:
+            return (await http.get(path, params=form)).json()["Value"]
+
+        for _ in range(repeats):
+            await asyncio.to_thread(sim.reload)
+            async with open_instrument([plan]) as [session], open_devices(instrument) as devices:
+                watch = SkyWatch(
+                    instrument.safety, devices.readers, devices.drivers, "bench", LOGGER
+                )
+                await watch.poll_once()
+                await watch.ready_for_light(lambda: None)
+                mount = devices.drivers.mount
+                assert mount is not None
+                await mount.point(90.0, 30.0, timeout_s=TIMEOUT_S)
+                runner = asyncio.ensure_future(watch.run())
+                light = asyncio.ensure_future(
+                    watch.light(session.controller.expose(30.0, open_shutter=True))
+                )
+                await _poll(lambda: _equals(value("camera/0/camerastate"), 2), 60)
+                await http.put("safetymonitor/0/issafe", data={**form, "IsSafe": "false"})
+                start = time.perf_counter()
+                await _poll(lambda: _equals(value("camera/0/camerastate"), 0), 30)
+                found["shutter_closed_s"].append(time.perf_counter() - start)
+                await _poll(lambda: _parked_and_closed(value), TIMEOUT_S)
+                found["parked_and_closed_s"].append(time.perf_counter() - start)
+                with contextlib.suppress(Exception, asyncio.CancelledError):
+                    await light
+                runner.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await runner
+                await http.put("safetymonitor/0/issafe", data={**form, "IsSafe": "true"})
+    return found
+
+
+async def _equals(reading: Awaitable[object], wanted: object) -> bool:
+    return await reading == wanted
+
+
+async def _parked_and_closed(value: Callable[[str], Awaitable[object]]) -> bool:
+    return await value("telescope/0/atpark") is True and await value("dome/0/shutterstatus") == 1
+
+
 async def run(repeats: int) -> dict[str, Any]:
     with (
         tempfile.TemporaryDirectory(prefix="ccdflow-bench-observatory-") as folder,
@@ -111,6 +192,7 @@ async def run(repeats: int) -> dict[str, Any]:
         finally:
             for source in devices.sources:
                 await source.close()
+        unsafe = await weather(sim, repeats)
     medians = {label: round(statistics.median(values), 3) for label, values in seconds.items()}
     return {
         "benchmark": "observatory",
@@ -122,6 +204,8 @@ async def run(repeats: int) -> dict[str, Any]:
         "target_change_median_s": medians,
         "sequential_over_overlapped": round(medians["sequential"] / medians["overlapped"], 2),
         "samples_s": {label: [round(v, 3) for v in values] for label, values in seconds.items()},
+        "unsafe_median_s": {k: round(statistics.median(v), 3) for k, v in unsafe.items()},
+        "unsafe_samples_s": {k: [round(x, 3) for x in v] for k, v in unsafe.items()},
     }
 
 
@@ -131,6 +215,10 @@ def print_table(report: dict[str, Any]) -> None:
     for label in ("overlapped", "sequential"):
         print(f"  {label:<11} {medians[label]:8.3f} s")
     print(f"  sequential / overlapped: {report['sequential_over_overlapped']}x")
+    unsafe = report["unsafe_median_s"]
+    print(f"unsafe (median of {report['repeats']}, watch polling every 0.2 s)")
+    print(f"  -> shutter closed (camera idle)  {unsafe['shutter_closed_s']:8.3f} s")
+    print(f"  -> parked and dome closed        {unsafe['parked_and_closed_s']:8.3f} s")
 
 
 def main() -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, TypeVar
@@ -55,8 +56,10 @@ class SkyWatch:
         readers: Mapping[str, Reader],
         drivers: DeviceSet,
         instrument: str,
+        logger: logging.Logger | logging.LoggerAdapter[logging.Logger] | None = None,
     ) -> None:
         self.config = config
+        self._logger = logger
         self.rule = SkySafety(config)
         self.readers = {name: readers[reader_name(name)] for name in config.devices()}
         self.drivers = drivers
@@ -66,6 +69,11 @@ class SkyWatch:
         self._shutdown: asyncio.Task[None] | None = None
         self._dome_open = False
         self.transitions: list[tuple[float, Verdict]] = []
+
+    @property
+    def logger(self) -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
+        """The run's logger (or the one given: a bench runs the watch outside Prefect)."""
+        return self._logger or get_run_logger()
 
     @property
     def verdict(self) -> Verdict:
@@ -92,7 +100,7 @@ class SkyWatch:
         return verdict
 
     async def _changed(self, verdict: Verdict) -> None:
-        logger = get_run_logger()
+        logger = self.logger
         if verdict.safe:
             logger.warning("sky safe: light exposures may go on")
             self._safe.set()
@@ -116,7 +124,7 @@ class SkyWatch:
 
     async def _park_and_close(self) -> None:
         """Park the telescope and close the dome in the configured order, bounded."""
-        logger = get_run_logger()
+        logger = self.logger
         timeout = self.config.shutdown_timeout_s
         mount, dome = self.drivers.mount, self.drivers.enclosure
         park = mount.park(timeout_s=timeout) if mount is not None else None
@@ -142,13 +150,13 @@ class SkyWatch:
             try:
                 await self.poll_once()
             except (DeviceError, TimeoutError) as exc:  # a judge never fails the run
-                get_run_logger().warning("sky watch: %s", exc)
+                self.logger.warning("sky watch: %s", exc)
             await asyncio.sleep(self.config.poll_s)
 
     async def ready_for_light(self, still_wanted: Callable[[], str | None]) -> str | None:
         """Wait until it is safe and the dome is open; None, or why the light exposure
         is no longer wanted (``still_wanted()``, asked while waiting)."""
-        logger = get_run_logger()
+        logger = self.logger
         told = False
         while not self._safe.is_set():
             if (stop := still_wanted()) is not None:
