@@ -106,6 +106,8 @@ class _Observer:
         moves = []
         if self.dither is None:
             await self._check_filters(devices)
+            if devices.enclosure is not None:  # a sky watch, if any, opened it already
+                moves.append(devices.enclosure.open(timeout_s=SLEW_TIMEOUT_S))
         # Point for a new dither, and again after a weather shutdown parked the mount.
         if dither != self.dither or (devices.mount is not None and await devices.mount.parked()):
             moves.append(self._point(dither, devices))

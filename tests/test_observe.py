@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import pytest
 from astropy.io import fits
 
@@ -110,6 +111,9 @@ async def test_observe_points_follows_sets_filter_and_focus_and_records_it(
     east = 36.0 / 3600.0 / math.cos(math.radians(spec.target.dec_deg))  # the second dither
     assert (headers[3]["RA"] - headers[0]["RA"]) % 360.0 == pytest.approx(east, abs=1e-6)
     assert_fitsverify_clean(result.exposures[0].files[0].path)
+    async with httpx.AsyncClient(base_url=server.base_url, trust_env=False) as client:
+        reply = await client.get("/api/v1/dome/0/shutterstatus", params={"ClientID": 1})
+    assert reply.json()["Value"] == 0  # the dome was opened for the observation (0: open)
 
 
 @pytest.mark.slow
