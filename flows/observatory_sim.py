@@ -1,11 +1,11 @@
 """The simulated observatory of ``ccdflow sim --observatory``: the Alpaca simulators
 set up for deploy/instruments/sim-observatory.yaml, offline.
 
-Its telescope stands at that instrument's site; its star catalogue covers where the
-simulated telescope starts and the targets of the example observations in
-deploy/examples (elsewhere a light frame shows an empty sky). Files go to
-``state/observatory-sim/``; the process is stopped with the command, even by kill -9
-(flows/reaper.py).
+Its telescope stands at that instrument's site, pointing at the first example
+target; its star catalogue covers the simulator's default pointing and the targets
+of the example observations in deploy/examples (elsewhere a light frame shows an
+empty sky). Files go to ``state/observatory-sim/``; the process is stopped with the
+command, even by kill -9 (flows/reaper.py).
 """
 
 from __future__ import annotations
@@ -50,10 +50,13 @@ def alpaca_simulators(port: int, state_dir: Path = STATE_DIR) -> Iterator[Runnin
     folder = (state_dir / "observatory-sim").resolve()
     folder.mkdir(parents=True, exist_ok=True)
     site = load_instrument(INSTRUMENT).site
-    catalogue = write_catalogue(folder / "gaia-synthetic.db", [DEFAULT_POINTING, *example_fields()])
+    fields = example_fields()
+    catalogue = write_catalogue(folder / "gaia-synthetic.db", [DEFAULT_POINTING, *fields])
     config = write_config(
         folder,
         catalogue,
+        # Near the first example's target: a newcomer's first slew is short.
+        pointing=fields[0] if fields else DEFAULT_POINTING,
         site=(site.latitude_deg, site.longitude_deg, site.elevation_m) if site else None,
     )
     with running(folder, config, port) as sim:

@@ -544,12 +544,12 @@ def test_commands_started_together_on_a_new_prefect_home_all_work(tmp_path: Path
                 stderr=subprocess.STDOUT,
                 text=True,
             )
-            for _ in range(3)
+            for _ in range(2)  # two first starts at once are a race already
         ]
         outputs = [proc.communicate(timeout=300)[0] for proc in procs]
-    assert [proc.returncode for proc in procs] == [0, 0, 0], outputs
+    assert [proc.returncode for proc in procs] == [0, 0], outputs
     for output in outputs:
         assert "OperationalError" not in output
         assert "UNIQUE constraint failed" not in output
     numbers = sorted({fits.getheader(f)["EXPNUM"] for f in data.rglob("*.fits")})
-    assert numbers == [1, 2, 3]
+    assert numbers == [1, 2]

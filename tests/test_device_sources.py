@@ -37,13 +37,13 @@ def _config_with(tmp_path: Path, **changes: Any) -> Path:
 
 def test_the_shipped_config_names_only_devices_and_properties_that_exist() -> None:
     config = load_instrument(SIM_ALPACA)
-    assert [d.name for d in config.devices] == ["wheel", "focus", "mount", "weather"]
+    assert [d.name for d in config.devices] == ["wheel", "focus", "mount", "weather", "dome"]
 
 
 @pytest.mark.parametrize(
     ("source", "problem"),
     [
-        ("device.dome.shutter", r"header\.cards\.0\.source: no device named 'dome' in devices"),
+        ("device.roof.shutter", r"header\.cards\.0\.source: no device named 'roof' in devices"),
         ("device.wheel.position", r"a filterwheel has no property 'position' \(it has filter_"),
         ("device.wheel", "unknown header source 'device.wheel'"),
     ],

@@ -61,7 +61,7 @@ def test_the_simulated_observatory_runs_the_example_observation(tmp_path: Path) 
         )
         assert done.returncode == 0, done.stdout + done.stderr
         files = sorted(data.glob("*/ccdobs-r1-*.fits"))
-        assert len(files) == 6  # 2 Red + 1 Blue, at 2 dithers
+        assert len(files) == 4  # Red and Blue, at 2 dithers
         header = fits.getheader(files[0])
         assert header["OBJECT"] == "Polaris field"
         assert header["FILTPOS"] == header["FILTER"] == "Red"
