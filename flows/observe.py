@@ -169,6 +169,27 @@ class _Observer:
             await devices.focuser.move_to(self.focus_base + offset, timeout_s=SLEW_TIMEOUT_S)
 
 
+async def _take(
+    spec: ObservationSpec,
+    instrument: InstrumentConfig,
+    plan: RunPlan,
+    first_index: int,
+    gate: Callable[[ExposureSpec], str | None],
+) -> SequenceResult:
+    """The observation's exposures, the devices moved before each."""
+    per_dither = sum(group.count for group in spec.exposures)
+    return await take_all(
+        spec.name,
+        spec.expand(),
+        instrument,
+        pipelined=True,
+        plan=plan,
+        first_index=first_index,
+        gate=gate,
+        before=_Observer(spec, instrument, per_dither),
+    )
+
+
 async def observation_step(
     spec: ObservationSpec,
     instrument: InstrumentConfig,
@@ -184,17 +205,7 @@ async def observation_step(
         reason = "; ".join(exc.problems)
         get_run_logger().warning("%s: not observed: %s", spec.name, reason)
         return not_taken(spec.name, reason)
-    per_dither = sum(group.count for group in spec.exposures)
-    return await take_all(
-        spec.name,
-        spec.expand(),
-        instrument,
-        pipelined=True,
-        plan=plan,
-        first_index=first_index,
-        gate=gate,
-        before=_Observer(spec, instrument, per_dither),
-    )
+    return await _take(spec, instrument, plan, first_index, gate)
 
 
 @flow(name="observe")
@@ -211,18 +222,8 @@ async def observe(
     specs = spec.expand()
     check_all(specs, instrument, plan_instrument(instrument))
     _, clock = check_observation(spec, instrument, datetime.now(UTC))
-    per_dither = sum(group.count for group in spec.exposures)
-    observer = _Observer(spec, instrument, per_dither)
     async with instrument_lock(instrument):
         plan = RunPlan.open(instrument, spec.name, specs, resume)
-        result = await take_all(
-            spec.name,
-            specs,
-            instrument,
-            pipelined=True,
-            plan=plan,
-            gate=clock.exposure_gate(spec.name),
-            before=observer,
-        )
+        result = await _take(spec, instrument, plan, 0, clock.exposure_gate(spec.name))
         plan.journal.close()
     return result

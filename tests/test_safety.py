@@ -428,6 +428,7 @@ ACQUISITION = {
     "run-sequence": "flows/exposure.py:run_sequence",
     "calibrations": "flows/exposure.py:calibrations",
     "observe-night": "flows/exposure.py:observe_night",
+    "observe": "flows/observe.py:observe",
 }
 
 
@@ -471,6 +472,7 @@ def _required_examples(name: str) -> dict[str, Any]:
         "run-sequence": ("sequence", "sequence.yaml"),
         "calibrations": ("spec", "calibrations.yaml"),
         "observe-night": ("plan", "night.yaml"),
+        "observe": ("spec", "observation.yaml"),
     }
     if name not in files:
         return {}

@@ -152,6 +152,7 @@ def test_every_deployment_is_on_the_server(deployed: dict[str, str]) -> None:
         "run-sequence",
         "calibrations",
         "observe-night",
+        "observe",
         "make-safe",
         "plan-night",
     ):
