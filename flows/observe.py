@@ -78,12 +78,14 @@ def check_observation(
         steps=[SequenceSpec(name=spec.name, exposures=spec.expand())],
         windows={spec.name: constraints.window} if constraints.window else {},
     )
-    clock = NightClock.for_plan(night, instrument, now=lambda: datetime.now(UTC))
     if constraints.window is not None:
-        if wait := clock.wait_s(spec.name):
+        checking = NightClock.for_plan(night, instrument, now=lambda: now)
+        if wait := checking.wait_s(spec.name):
             problems.append(f"constraints.window: it opens in {wait / 60:.0f} min")
-        elif closed := clock.closed(spec.name):
+        elif closed := checking.closed(spec.name):
             problems.append(f"constraints.window: {closed}")
+    # The run's clock reads the time as it goes (windows close, twilight comes).
+    clock = NightClock.for_plan(night, instrument, now=lambda: datetime.now(UTC))
     if problems:
         raise ConfigError(source, problems)
     return pointing, clock

@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -19,8 +20,8 @@ from flows.observe import check_observation, observe
 from schemas.errors import ConfigError
 from schemas.exposure import NightPlan
 from schemas.instrument import InstrumentConfig, load_instrument
-from schemas.observation import ObservationSpec
-from tasks.observing.pointing import sky_position
+from schemas.observation import ObservationSpec, Target
+from tasks.observing.pointing import sky_position, target_now, where
 
 from .alpaca_sim import RunningSimulator, running_simulator
 from .conftest import REPO
@@ -163,3 +164,50 @@ async def test_a_night_plan_takes_observations_and_skips_one_that_is_not_up(
     assert "below constraints.min_altitude_deg" in skipped.stopped
     [exposure] = observed.exposures
     assert fits.getheader(exposure.files[0].path)["FILTPOS"] == "Green"
+
+
+def test_polaris_stands_at_the_sites_latitude_and_the_zenith_at_airmass_one() -> None:
+    site = load_instrument(SIM_ALPACA).site
+    assert site is not None
+    now = datetime.now(UTC)
+    polaris = Target(name="Polaris", ra_deg=37.9546, dec_deg=89.2641)
+    at = where(polaris, site, now)
+    assert abs(at.alt_deg - site.latitude_deg) < 1.0  # the pole's altitude is the latitude
+    assert at.az_deg < 1.5 or at.az_deg > 358.5
+    zenith = sky_position(at.lst_h * 15.0, site.latitude_deg, site, now)
+    assert zenith.airmass == pytest.approx(1.0, abs=1e-3)
+    assert abs(zenith.hour_angle_h) < 1e-3
+
+
+def test_proper_motion_moves_the_target_from_its_epoch(tmp_path: Path) -> None:
+    barnard = Target(
+        name="Barnard's star",
+        ra_deg=269.452,
+        dec_deg=4.693,
+        pm_ra_mas_per_yr=-801.6,
+        pm_dec_mas_per_yr=10362.4,
+        epoch_jyear=2016.0,
+    )
+    ra, dec = target_now(barnard, datetime(2026, 1, 1, tzinfo=UTC))
+    assert dec - barnard.dec_deg == pytest.approx(10.3624 * 10.0 / 3600.0, rel=0.01)
+    assert ra < barnard.ra_deg  # moving west
+
+
+def test_an_airmass_limit_and_a_closed_window_are_refused(tmp_path: Path) -> None:
+    instrument = _instrument(9, tmp_path)
+    site = instrument.site
+    assert site is not None
+    pole = {"name": "Pole", "ra_deg": 10.0, "dec_deg": 89.0}  # at altitude ~33 deg: airmass ~1.8
+    high = _spec(instrument, target=pole, constraints={"min_altitude_deg": 20, "max_airmass": 1.5})
+    with pytest.raises(ConfigError, match=r"target: Pole is at airmass 1\.\d+, above .*1\.5"):
+        check_observation(high, instrument, datetime.now(UTC))
+    night = datetime(2026, 11, 30, 3, 0, tzinfo=ZoneInfo(site.timezone))  # 03:00 at the site
+    for window, problem in (
+        ({"end": {"clock": "02:00"}}, r"constraints\.window: its window closed at"),
+        ({"start": {"clock": "04:30"}}, r"constraints\.window: it opens in 90 min"),
+    ):
+        limited = {"min_altitude_deg": 20, "window": window}
+        with pytest.raises(ConfigError, match=problem):
+            check_observation(
+                _spec(instrument, target=pole, constraints=limited), instrument, night
+            )
