@@ -17,7 +17,7 @@ are already moving for the next.
 # cannot be resolved when the engine loads this module from its entrypoint.
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from prefect import flow, get_run_logger
@@ -101,7 +101,6 @@ class _Observer:
     dither: int | None = None
     filter: str | None = None
     focus_base: int | None = None
-    moves: list[str] = field(default_factory=list)
 
     async def __call__(self, index: int, exposure: ExposureSpec, devices: DeviceSet) -> None:
         dither = index // self.per_dither

@@ -43,11 +43,9 @@ class StabilityWindow:
     def __init__(self, target: CoolingTarget) -> None:
         self.target = target
         self._within_since: float | None = None
-        self.last_c: float | None = None
 
     def add(self, at_s: float, temperature_c: float) -> bool:
         """Record a reading taken at monotonic ``at_s``; whether it is now stable."""
-        self.last_c = temperature_c
         if abs(temperature_c - self.target.set_point_c) > self.target.tolerance_c:
             self._within_since = None
             return False

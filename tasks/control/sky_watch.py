@@ -68,7 +68,6 @@ class SkyWatch:
         self._light: set[asyncio.Future[Any]] = set()
         self._shutdown: asyncio.Task[None] | None = None
         self._dome_open = False
-        self.transitions: list[tuple[float, Verdict]] = []
 
     @property
     def logger(self) -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
@@ -95,7 +94,6 @@ class SkyWatch:
         was_safe = self._safe.is_set()
         verdict = self.rule.judge(now)
         if verdict.safe != was_safe:
-            self.transitions.append((now, verdict))
             await self._changed(verdict)
         return verdict
 
@@ -143,6 +141,12 @@ class SkyWatch:
                 logger.error("sky unsafe: shutting the observatory down failed: %s", exc)
         self._dome_open = False
         logger.warning("sky unsafe: telescope parked and dome closed (%s)", order)
+
+    async def finish(self) -> None:
+        """Wait for a shutdown under way (the park and close are never cut short)."""
+        if self._shutdown is not None:
+            with contextlib.suppress(Exception):
+                await self._shutdown
 
     async def run(self) -> None:
         """Poll until cancelled."""
@@ -208,6 +212,4 @@ async def watching(
         runner.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await runner
-        if watch._shutdown is not None:
-            with contextlib.suppress(Exception):
-                await watch._shutdown
+        await watch.finish()
