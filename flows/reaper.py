@@ -27,6 +27,7 @@ import sys
 import time
 
 OWNER_VARIABLE = "CCDFLOW_OWNER_PID"
+LOG_VARIABLE = "CCDFLOW_REAPER_LOG"
 PR_SET_PDEATHSIG = 1
 READY_TIMEOUT_S = 10.0
 """Longest wait for the watcher to be ready (a loaded machine starts Python slowly)."""
@@ -64,9 +65,9 @@ def stop_owned(owner: int, grace_s: float = GRACE_S) -> list[int]:
     ``grace_s`` (and anything tagged that started meanwhile); return the pids that
     were signalled."""
     pids = owned_processes(owner)
+    _note(f"owner {owner} gone; SIGTERM to {pids}")
     for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
+        _signal(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace_s
     while time.monotonic() < deadline and any(_alive(pid) for pid in pids):
         time.sleep(0.1)
@@ -75,12 +76,29 @@ def stop_owned(owner: int, grace_s: float = GRACE_S) -> list[int]:
         left = [pid for pid in owned_processes(owner) if _alive(pid)]
         if not left:
             break
+        _note(f"SIGKILL to {left}, still running after {grace_s:g} s")
         for pid in left:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+            _signal(pid, signal.SIGKILL)
         signalled += [pid for pid in left if pid not in signalled]
         time.sleep(0.1)
     return signalled
+
+
+def _signal(pid: int, signum: int) -> None:
+    """Signal one process; one that is gone or not ours never stops the others'."""
+    try:
+        os.kill(pid, signum)
+    except OSError as exc:
+        _note(f"signal {signum} to {pid}: {exc}")
+
+
+def _note(line: str) -> None:
+    """One line to the file CCDFLOW_REAPER_LOG names (tests read it when a process
+    outlives its owner); nothing without it."""
+    path = os.environ.get(LOG_VARIABLE)
+    if path:
+        with contextlib.suppress(OSError), open(path, "a", encoding="utf-8") as log:
+            log.write(f"{time.time():.3f} reaper {os.getpid()}: {line}\n")
 
 
 def _alive(pid: int) -> bool:
@@ -141,9 +159,14 @@ def _watch(owner: int) -> None:
         while os.getppid() == owner:
             time.sleep(1.0)
     except _ParentDiedError:
-        pass
+        _note("parent-death signal")
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
-    stop_owned(owner)
+    try:
+        stop_owned(owner)
+    except BaseException as exc:  # noted, so a process left behind can be explained
+        _note(f"stopping failed: {type(exc).__name__}: {exc}")
+        raise
+    _note("done")
 
 
 if __name__ == "__main__":

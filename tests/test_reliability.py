@@ -49,6 +49,7 @@ async def _ccdflow(
             **os.environ,
             "PREFECT_HOME": str(tmp_path / "prefect"),
             "CCDFLOW_STORAGE__PROCESSED": "true",
+            "CCDFLOW_REAPER_LOG": str(tmp_path / "reaper.log"),
             **(api or {}),
         },
         stdout=out,
@@ -193,7 +194,11 @@ async def test_kill_9_mid_sequence_then_resume_takes_every_exposure_once(
             await _until(lambda: not any(_running(p) for p in started), GRACE_S + 20, "gone")
         except TimeoutError:
             left = [_describe(p) for p in started if _running(p)]
-            raise AssertionError(f"the killed run's processes outlived it: {left}") from None
+            log = tmp_path / "reaper.log"
+            said = log.read_text() if log.exists() else "(the reaper wrote nothing)"
+            raise AssertionError(
+                f"the killed run's processes outlived it: {left}; reaper: {said}"
+            ) from None
     finally:
         if first.returncode is None:
             first.kill()
