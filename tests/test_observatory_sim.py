@@ -6,12 +6,15 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psutil
 import pytest
 import yaml
 from astropy.io import fits
+
+from flows.reaper import GRACE_S
 
 from .alpaca_sim import free_port
 from .conftest import REPO, SIM_ACF, harness_api_env
@@ -71,4 +74,15 @@ def test_the_simulated_observatory_runs_the_example_observation(tmp_path: Path) 
         sim.send_signal(signal.SIGTERM)
         code = sim.wait(15)
     assert code == 0
-    assert not [p for p in started if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    # The simulator, and the reaper, which may outlive the command by its grace period.
+    deadline = time.monotonic() + GRACE_S + 5
+    while [p for p in started if _running(p)] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [p for p in started if _running(p)]
+
+
+def _running(process: psutil.Process) -> bool:
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
