@@ -136,31 +136,25 @@ def start_reaper() -> None:
     _watcher.stdout.close()
 
 
-class _ParentDiedError(Exception):
-    """Raised by the parent-death signal's handler: ends the wait at once."""
-
-
-def _on_parent_death(_signum: int, _frame: object) -> None:
-    raise _ParentDiedError
-
-
 def _watch(owner: int) -> None:
     for quiet in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(quiet, signal.SIG_IGN)
-    signal.signal(signal.SIGUSR1, _on_parent_death)
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGUSR1, 0, 0, 0)
-        with contextlib.suppress(OSError):  # the owner stopped waiting: fine
-            sys.stdout.write("ready\n")
-            sys.stdout.close()
-        # The owner may have died before prctl: then the parent is already another
-        # process. The poll is a backstop; the signal ends the wait at once.
-        while os.getppid() == owner:
-            time.sleep(1.0)
-    except _ParentDiedError:
-        _note("parent-death signal")
-    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    # The kernel sends the parent-death signal each time this process is handed to a
+    # new parent: with a multithreaded owner (Prefect's are) once per exiting thread,
+    # in quick succession. A handler would be interrupted by the second while it
+    # cleans up (CI saw the watcher die silently, the owner's API left running), so
+    # the signal stays blocked and is only waited for; extra ones merge, unread.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGUSR1, 0, 0, 0)
+    with contextlib.suppress(OSError):  # the owner stopped waiting: fine
+        sys.stdout.write("ready\n")
+        sys.stdout.close()
+    # The signal also comes when only the thread that started us ends, and the owner
+    # may have died before prctl: the parent's pid is what says the owner is gone.
+    while os.getppid() == owner:
+        signal.sigtimedwait({signal.SIGUSR1}, 1.0)
+    _note("parent gone")
     try:
         stop_owned(owner)
     except BaseException as exc:  # noted, so a process left behind can be explained

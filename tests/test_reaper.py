@@ -97,3 +97,41 @@ def test_signals_to_the_group_do_not_make_the_watcher_act_early() -> None:
 
 # The operator's case (a `ccdflow run` killed with SIGKILL leaves no embedded Prefect
 # API behind) is checked in tests/test_reliability.py, on a run killed mid-sequence.
+
+
+KILLS = 30
+"""Kills of a multithreaded owner: the old watcher failed about one in six here."""
+
+THREADED_OWNER = """
+import subprocess, sys, threading, time
+from flows.reaper import start_reaper
+start_reaper()
+for _ in range(THREADS):
+    threading.Thread(target=time.sleep, args=(600,), daemon=True).start()
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+print(child.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_multithreaded_owner_killed_many_times_never_leaves_a_child() -> None:
+    """The kernel sends the parent-death signal once per exiting thread of the owner;
+    a second one used to kill the watcher in its cleanup, now and then (about one
+    kill in twenty here, more on CI), leaving the owner's embedded API running."""
+    left = []
+    for _ in range(KILLS):
+        owner = subprocess.Popen(
+            [sys.executable, "-c", THREADED_OWNER.replace("THREADS", "100")],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert owner.stdout is not None
+        child = int(owner.stdout.readline())
+        watchers = [c.pid for c in psutil.Process(owner.pid).children() if c.pid != child]
+        owner.send_signal(signal.SIGKILL)
+        owner.wait()
+        if not _gone([child], within=3):
+            left.append(child)
+        _kill_all([child, *watchers])
+    assert left == [], f"{len(left)} of {KILLS} kills left the owner's child running"
