@@ -18,13 +18,13 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 from devices.observatory import DeviceSet
-from flows.frame import acquire, finish, plan_exposure
+from flows.frame import Acquired, acquire, finish, plan_exposure
 from flows.instrument_choice import DEFAULT_INSTRUMENT, InstrumentChoice, resolve_instrument
 from flows.masters import build_masters
 from flows.night_clock import NightClock
@@ -32,6 +32,7 @@ from flows.operator import Decision, ask_operator
 from flows.recovery import recover_frames
 from schemas.errors import ConfigError
 from schemas.exposure import CalibrationSpec, ExposureSpec, NightPlan, SequenceSpec
+from schemas.fits_rules import CardValue
 from schemas.instrument import InstrumentConfig
 from schemas.observation import ObservationSpec
 from schemas.results import ExposureResult, SequenceResult
@@ -113,6 +114,27 @@ BeforeExposure = Callable[[int, ExposureSpec, DeviceSet], Awaitable[None]]
 an observing flow points the telescope and sets the filter and focus there."""
 
 
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What a steered run decided about one frame, before its files are written."""
+
+    cards: dict[str, CardValue]
+    """Header cards that record the decision (kept or not, and what was measured)."""
+    rejected: str | None = None
+    """Why the frame is not kept (None: kept)."""
+
+
+class FrameSteering(Protocol):
+    """Sets each exposure as it comes and judges it once read out (twilight flats,
+    whose times follow the fading sky)."""
+
+    async def shape(self, position: int, spec: ExposureSpec) -> ExposureSpec | str:
+        """The exposure to take now (``spec`` with its time set), or why it is skipped."""
+        ...
+
+    async def judge(self, acquired: Acquired) -> Verdict: ...
+
+
 def _flat(specs: list[ExposureSpec]) -> list[ExposureSpec]:
     """One entry per exposure: the index in this list is the exposure's place in the plan."""
     return [spec for spec in specs for _ in range(spec.count)]
@@ -129,6 +151,7 @@ async def take_all(
     publish: bool = True,
     gate: Callable[[ExposureSpec], str | None] | None = None,
     before: BeforeExposure | None = None,
+    steer: FrameSteering | None = None,
 ) -> SequenceResult:
     """Take ``specs`` in order, skipping what ``plan`` says is already done.
 
@@ -136,7 +159,9 @@ async def take_all(
     flushed, integrated and read out; at most two exposures are in memory. N+1's
     readout never targets a buffer N still needs: N is fetched before N+1 starts.
     ``first_index`` is the place of the first exposure in the journal's plan (night
-    plans journal all their steps together).
+    plans journal all their steps together). ``steer`` sets each exposure's time as
+    it comes and judges each frame (twilight flats): a rejected frame is written,
+    marked, and its place taken again.
     """
     logger = get_run_logger()
     plans = plan_instrument(instrument)
@@ -162,6 +187,8 @@ async def take_all(
     )
     pending: asyncio.Future[None] | None = None
     stopped: str | None = None
+    rejected: list[ExposureResult] = []
+    skipped: list[str] = []
 
     notifications: list[asyncio.Future[object]] = []
 
@@ -190,6 +217,28 @@ async def take_all(
         """Journal the exposure the moment its files are written (the save-point goes)."""
         await done(index, await job)
 
+    async def set_aside(job: Awaitable[ExposureResult]) -> None:
+        """A frame that is written but not kept: its place in the plan is taken again."""
+        result = await job
+        remove_savepoint(instrument, result.expnum)
+        rejected.append(result)
+
+    async def hand_over(job: Awaitable[None]) -> None:
+        """Start finishing an exposure (pipelined: while the next is taken); the one
+        before it is finished first, and a failure there still lets this one write."""
+        nonlocal pending
+        if pending is not None:
+            previous, pending = pending, None
+            try:
+                await previous
+            except BaseException:
+                await job
+                raise
+        if pipelined:
+            pending = asyncio.ensure_future(job)
+        else:
+            await job
+
     def numbered(index: int, spec: ExposureSpec) -> Callable[[int, datetime], None]:
         return lambda expnum, when: plan.journal.started(
             index,
@@ -205,6 +254,8 @@ async def take_all(
             elapsed_s=round(time.perf_counter() - start, 3),
             resumed=resumed,
             stopped=stopped,
+            rejected=sorted(rejected, key=lambda r: r.expnum),
+            skipped=skipped,
         )
 
     workers = contextlib.ExitStack()
@@ -236,8 +287,8 @@ async def take_all(
                 for index, spec in planned:
                     if index in results:
                         continue
-                    acquired = None
-                    while acquired is None:
+                    kept = False
+                    while not kept:
                         guarded = watch is not None and spec.opens_shutter
                         if gate is not None and (stopped := gate(spec)) is not None:
                             break
@@ -251,11 +302,19 @@ async def take_all(
                             # The devices are where this exposure wants them (and still):
                             # the previous exposure's finishing goes on meanwhile.
                             await before(index - first_index, spec, devices.drivers)
+                        take = spec
+                        if steer is not None:
+                            shaped = await steer.shape(index - first_index, spec)
+                            if isinstance(shaped, str):
+                                logger.warning("%s: exposure %d skipped: %s", name, index, shaped)
+                                skipped.append(shaped)
+                                break
+                            take = shaped
                         work = acquire(
                             sessions,
-                            spec,
+                            take,
                             instrument,
-                            numbered(index, spec),
+                            numbered(index, take),
                             journal_entry=(plan.journal.path, index),
                             devices=devices.readers,
                         )
@@ -268,7 +327,25 @@ async def take_all(
                                 name,
                                 exc.reason,
                             )
-                    if acquired is None:
+                            continue
+                        kept = True
+                        if steer is not None:
+                            verdict = await steer.judge(acquired)
+                            header = {**take.header, **verdict.cards}
+                            acquired.spec = take.model_copy(update={"header": header})
+                            if verdict.rejected is not None:
+                                kept = False
+                                logger.info(
+                                    "%s: exposure %d is written but not kept: %s",
+                                    name,
+                                    acquired.expnum,
+                                    verdict.rejected,
+                                )
+                        written = finish(
+                            acquired, sessions, instrument, system, archiver, dask_client
+                        )
+                        await hand_over(finished(index, written) if kept else set_aside(written))
+                    if stopped is not None:
                         logger.warning(
                             "%s: no further exposure (%d of %d taken): %s",
                             name,
@@ -277,22 +354,6 @@ async def take_all(
                             stopped,
                         )
                         break
-                    job = finished(
-                        index,
-                        finish(acquired, sessions, instrument, system, archiver, dask_client),
-                    )
-                    if pending is not None:
-                        previous, pending = pending, None
-                        try:
-                            await previous
-                        except BaseException:
-                            # The frame just read out is still written before failing.
-                            await job
-                            raise
-                    if pipelined:
-                        pending = asyncio.ensure_future(job)
-                    else:
-                        await job
                 if pending is not None:
                     previous, pending = pending, None
                     await previous

@@ -92,7 +92,7 @@ def check_observation(
 
 
 @dataclass
-class _Observer:
+class Observer:
     """Moves the devices before each exposure (flows.exposure.BeforeExposure)."""
 
     spec: ObservationSpec
@@ -187,7 +187,7 @@ async def _take(
         plan=plan,
         first_index=first_index,
         gate=gate,
-        before=_Observer(spec, instrument, per_dither),
+        before=Observer(spec, instrument, per_dither),
     )
 
 

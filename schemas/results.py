@@ -94,3 +94,12 @@ class SequenceResult(BaseModel):
         description="why the step ended before its last exposure (its window closed, "
         "morning twilight, skipped by the operator); None when it took everything",
     )
+    rejected: list[ExposureResult] = Field(
+        default_factory=list,
+        description="exposures written but not kept (a twilight flat off its level): "
+        "their files carry the reason; they never feed a master",
+    )
+    skipped: list[str] = Field(
+        default_factory=list,
+        description="exposures the run decided not to take, each with the reason",
+    )
