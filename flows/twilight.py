@@ -15,6 +15,7 @@ each filter are combined into a master flat, as a calibration set's are.
 # No `from __future__ import annotations` here: Prefect validates a deployed run's
 # parameters against the flow's signature (see flows/exposure.py).
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -52,6 +53,9 @@ SKY_POLL_S = 10.0
 """How often a sky too bright (evening) or too faint (morning) is looked at again."""
 ATTEMPTS_PER_FLAT = 3
 """A filter is given up after this many frames per good flat wanted (clouds)."""
+LIMIT_MARGIN = 0.75
+"""At an exposure limit, a frame is taken when its predicted level is within this
+fraction of the tolerance (the prediction's own error takes the rest)."""
 START_LAG_S = 1.0
 """Assumed seconds from choosing a time to the shutter opening, until measured."""
 
@@ -109,6 +113,7 @@ class SkySteering:
     spec: TwilightFlatSpec
     site: Site
     clock: SkyClock = field(default_factory=SkyClock)
+    follow_sun: bool = True
     planner: TwilightPlanner = field(init=False)
     filter: str | None = None
     given_up: dict[str, str] = field(default_factory=dict)
@@ -121,7 +126,10 @@ class SkySteering:
 
     def __post_init__(self) -> None:
         self.planner = TwilightPlanner(
-            self.spec.target_adu, self.spec.min_exptime, self.spec.max_exptime
+            self.spec.target_adu,
+            self.spec.min_exptime,
+            self.spec.max_exptime,
+            follow_sun=self.follow_sun,
         )
 
     @property
@@ -168,6 +176,7 @@ class SkySteering:
             if seconds is None and self.planner.rate is None:
                 seconds = self._probe_s()
             fading = self.evening
+            seconds = self._within_limits(seconds, track)
             if seconds is not None and self.spec.min_exptime <= seconds <= self.spec.max_exptime:
                 break
             too_bright = seconds is not None and seconds < self.spec.min_exptime
@@ -189,6 +198,23 @@ class SkySteering:
         self.shaped_at = datetime.now(UTC)
         self.last_exptime = round(seconds, 3)
         return spec.model_copy(update={"exptime": self.last_exptime})
+
+    def _within_limits(
+        self, seconds: float | None, track: Callable[[float], float]
+    ) -> float | None:
+        """A time beyond a limit becomes the limit when the level there is still well
+        within the tolerance (the last flats of a fading evening are kept this way)."""
+        spec = self.spec
+        if seconds is None or seconds > spec.max_exptime:
+            limit = spec.max_exptime
+        elif seconds < spec.min_exptime:
+            limit = spec.min_exptime
+        else:
+            return seconds
+        level = self.planner.level(limit, track)
+        if level is not None and abs(level / spec.target_adu - 1) <= spec.tolerance * LIMIT_MARGIN:
+            return limit
+        return seconds
 
     def _give_up(self, name: str, reason: str) -> str:
         self.given_up[name] = reason
@@ -250,9 +276,14 @@ async def twilight_flats(
 
 
 async def take_twilight_flats(
-    spec: TwilightFlatSpec, instrument: InstrumentConfig, clock: SkyClock | None = None
+    spec: TwilightFlatSpec,
+    instrument: InstrumentConfig,
+    clock: SkyClock | None = None,
+    *,
+    follow_sun: bool = True,
 ) -> SequenceResult:
-    """The flow's work (in a flow run); ``clock`` runs the Sun faster for a simulator."""
+    """The flow's work (in a flow run); ``clock`` runs the Sun faster for a simulator,
+    ``follow_sun=False`` is the baseline bench/twilight.py compares with."""
     clock = clock or SkyClock()
     site = check_twilight(spec, instrument)
     logger = get_run_logger()
@@ -267,7 +298,7 @@ async def take_twilight_flats(
         )
         await asyncio.sleep(wait / clock.speed)
     specs = spec.expand()
-    steering = SkySteering(spec, site, clock)
+    steering = SkySteering(spec, site, clock, follow_sun)
     async with instrument_lock(instrument):
         # Twilight does not come back: a run always starts afresh.
         plan = RunPlan.open(instrument, spec.name, specs, resume=False)

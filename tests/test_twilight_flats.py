@@ -88,6 +88,20 @@ def test_the_planner_learns_the_sky_and_hits_the_target() -> None:
     assert max(errors[2:]) < 0.01, errors
 
 
+def test_the_level_at_a_time_is_the_inverse_of_the_time_for_a_level() -> None:
+    planner = TwilightPlanner(target_adu=20000.0, min_exptime_s=0.5, max_exptime_s=60.0)
+    assert planner.level(5.0, lambda s: -4.0) is None  # nothing measured yet
+    planner.learn(Measurement(2.0, 8000.0, -4.0, saturated=False))
+    setting = -0.25 / 60
+
+    def track(s: float) -> float:
+        return -4.1 + setting * s
+
+    seconds = planner.exptime(track)
+    assert seconds is not None
+    assert planner.level(seconds, track) == pytest.approx(20000.0, rel=1e-9)
+
+
 def test_a_saturated_frame_shortens_the_next() -> None:
     planner = TwilightPlanner(target_adu=20000.0, min_exptime_s=0.5, max_exptime_s=60.0)
     planner.learn(Measurement(2.0, 65000.0, -3.0, saturated=True))

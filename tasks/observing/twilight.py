@@ -64,6 +64,9 @@ class TwilightPlanner:
     slope: float = TYPICAL_SLOPE
     rate: float | None = None
     rate_alt: float | None = None
+    follow_sun: bool = True
+    """False: the next time is the last scaled by target / level, as many scripts do
+    (bench/twilight.py measures both)."""
 
     def new_filter(self) -> None:
         self.rate = self.rate_alt = None
@@ -85,15 +88,35 @@ class TwilightPlanner:
 
     def exptime(self, alt_at: Callable[[float], float]) -> float | None:
         """Seconds for the next frame to reach the target, or None before a first
-        measurement; ``alt_at(s)`` is the Sun's altitude ``s`` seconds after the
-        shutter opens. Not clipped: the caller decides what too short or too long
-        means (wait for the sky, or move on)."""
+        measurement (or when a fading sky never gets there); ``alt_at(s)`` is the
+        Sun's altitude ``s`` seconds after the shutter opens. Not clipped: the caller
+        decides what too short or too long means (wait for the sky, or move on)."""
+        sky = self._sky(alt_at)
+        if sky is None:
+            return None
+        start_rate, dex_per_s = sky
+        return integration_time(self.target_adu, start_rate, dex_per_s)
+
+    def level(self, seconds: float, alt_at: Callable[[float], float]) -> float | None:
+        """The level a frame of ``seconds`` would reach (None before a measurement):
+        at the longest or shortest time allowed, it may still be close enough."""
+        sky = self._sky(alt_at)
+        if sky is None:
+            return None
+        start_rate, dex_per_s = sky
+        a = dex_per_s * math.log(10)
+        return start_rate * seconds if abs(a) < 1e-12 else start_rate * math.expm1(a * seconds) / a
+
+    def _sky(self, alt_at: Callable[[float], float]) -> tuple[float, float] | None:
+        """(rate when the shutter opens, its change in dex per second)."""
         if self.rate is None or self.rate_alt is None:
             return None
+        if not self.follow_sun:
+            return self.rate, 0.0
         start = alt_at(0.0)
         speed = alt_at(60.0) - start  # degrees per minute; the Sun moves steadily
         start_rate = self.rate * 10 ** (self.slope * (start - self.rate_alt))
-        return integration_time(self.target_adu, start_rate, self.slope * speed / 60.0)
+        return start_rate, self.slope * speed / 60.0
 
 
 def integration_time(target: float, start_rate: float, dex_per_s: float) -> float | None:
