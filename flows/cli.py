@@ -343,6 +343,7 @@ def _checked_file(
     from schemas.errors import ConfigError
     from schemas.exposure import NightPlan, SequenceSpec
     from schemas.observation import ObservationSpec
+    from schemas.twilight import TwilightFlatSpec
 
     try:
         spec = load(file)
@@ -350,7 +351,7 @@ def _checked_file(
         fail(str(exc))
     config = instrument_config(instrument, host, port, data)
     steps: list[Any] = list(spec.steps) if isinstance(spec, NightPlan) else [spec]
-    if isinstance(spec, ObservationSpec):
+    if isinstance(spec, ObservationSpec | TwilightFlatSpec):
         steps = [SequenceSpec(name=spec.name, exposures=spec.expand())]
     try:
         for step in steps:
@@ -383,6 +384,31 @@ def observe(
     try:
         check_observation(spec, config, datetime.now(UTC))
         result = asyncio.run(observe(spec, config))
+    except ConfigError as exc:
+        fail(str(exc))
+    print_sequence_summary(result)
+
+
+@app.command()
+def flats(
+    file: Annotated[Path, typer.Argument(metavar="FILE", help="twilight flats, YAML or JSON")],
+    instrument: InstrumentOption = DEFAULT_INSTRUMENT,
+    host: HostOption = None,
+    port: PortOption = None,
+    data: DataOption = None,
+) -> None:
+    """Twilight sky flats: wait for the twilight, keep each frame on its level, build
+    a master flat per filter."""
+    from flows.spec_files import load_twilight_flats
+    from schemas.errors import ConfigError
+
+    spec, config = _checked_file(file, load_twilight_flats, instrument, host, port, data)
+    from flows.summary import print_sequence_summary
+    from flows.twilight import check_twilight, twilight_flats
+
+    try:
+        check_twilight(spec, config)
+        result = asyncio.run(twilight_flats(spec, config))
     except ConfigError as exc:
         fail(str(exc))
     print_sequence_summary(result)

@@ -13,15 +13,18 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from schemas.errors import ConfigError
 from schemas.exposure import CalibrationSpec, ExposureSpec, NightPlan, SequenceSpec
 from schemas.instrument import InstrumentConfig
 from schemas.observation import ObservationSpec
+from schemas.twilight import TwilightFlatSpec
+
+M = TypeVar("M", bound=BaseModel)
 
 SEQUENCE_KEY = "exposures"
 CALIBRATION_KEYS = ("biases", "darks", "flats", "arcs")
@@ -68,22 +71,28 @@ def load_spec_file(path: Path) -> RunSpec:
         raise ConfigError.from_validation(f"{kind} file {path}", exc) from exc
 
 
-def load_night_plan(path: Path) -> NightPlan:
-    """A night plan file (YAML or JSON); ConfigError naming every bad field."""
+def _load_model(path: Path, model: type[M], what: str) -> M:
+    """A file of one kind (YAML or JSON); ConfigError naming every bad field."""
     data = _read_mapping(path)
     try:
-        return NightPlan.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError.from_validation(f"night plan {path}", exc) from exc
+        raise ConfigError.from_validation(f"{what} {path}", exc) from exc
+
+
+def load_night_plan(path: Path) -> NightPlan:
+    """A night plan file (YAML or JSON); ConfigError naming every bad field."""
+    return _load_model(path, NightPlan, "night plan")
 
 
 def load_observation(path: Path) -> ObservationSpec:
     """An observation file (YAML or JSON); ConfigError naming every bad field."""
-    data = _read_mapping(path)
-    try:
-        return ObservationSpec.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError.from_validation(f"observation {path}", exc) from exc
+    return _load_model(path, ObservationSpec, "observation")
+
+
+def load_twilight_flats(path: Path) -> TwilightFlatSpec:
+    """A twilight flats file (YAML or JSON); ConfigError naming every bad field."""
+    return _load_model(path, TwilightFlatSpec, "twilight flats")
 
 
 def _read_mapping(path: Path) -> dict[str, Any]:

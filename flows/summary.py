@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 from rich import box
 from rich.console import Console
 from rich.table import Table
@@ -55,11 +57,19 @@ def sequence_table(result: SequenceResult) -> Table:
 def print_sequence_summary(result: SequenceResult, console: Console | None = None) -> None:
     console = console or Console()
     console.print(sequence_table(result))
+    if result.stopped is not None:
+        console.print(f"stopped: {result.stopped}")
+    for reason, count in Counter(result.skipped).items():
+        console.print(f"skipped {count}: {reason}")
+    if result.rejected:
+        numbers = ", ".join(str(r.expnum) for r in result.rejected)
+        console.print(f"written but not kept (marked in their headers): {numbers}")
     folders = sorted({str(r.path.parent) for e in result.exposures for r in e.files})
     n_files = sum(len(e.files) for e in result.exposures)
-    console.print(
-        f"{n_files} FITS files in {', '.join(folders)}; sequence took {result.elapsed_s:.1f} s"
-    )
+    if n_files:
+        console.print(
+            f"{n_files} FITS files in {', '.join(folders)}; sequence took {result.elapsed_s:.1f} s"
+        )
     if any("process_write" in e.timings for e in result.exposures):
         console.print("  * post-processing and writing ran together on Dask workers")
     if result.exposures:

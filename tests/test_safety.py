@@ -429,6 +429,7 @@ ACQUISITION = {
     "calibrations": "flows/exposure.py:calibrations",
     "observe-night": "flows/exposure.py:observe_night",
     "observe": "flows/observe.py:observe",
+    "twilight-flats": "flows/twilight.py:twilight_flats",
 }
 
 
@@ -473,6 +474,7 @@ def _required_examples(name: str) -> dict[str, Any]:
         "calibrations": ("spec", "calibrations.yaml"),
         "observe-night": ("plan", "night.yaml"),
         "observe": ("spec", "observation.yaml"),
+        "twilight-flats": ("spec", "twilight-flats.yaml"),
     }
     if name not in files:
         return {}

@@ -153,6 +153,7 @@ def test_every_deployment_is_on_the_server(deployed: dict[str, str]) -> None:
         "calibrations",
         "observe-night",
         "observe",
+        "twilight-flats",
         "make-safe",
         "plan-night",
     ):

@@ -228,3 +228,16 @@ async def test_evening_flats_reach_their_level_and_make_master_flats(
     with fits.open(processed) as hdus:
         median = float(np.median(hdus[1].data if hdus[0].data is None else hdus[0].data))
     assert median == pytest.approx(levels[-1], rel=0.05)
+
+
+def test_the_flats_command_refuses_a_filter_the_instrument_lacks() -> None:
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    from .conftest import REPO
+
+    example = REPO / "deploy" / "examples" / "twilight-flats.yaml"
+    refused = CliRunner().invoke(app, ["flats", str(example)])  # sim: no filter wheel
+    assert refused.exit_code == 2, refused.output
+    assert "'Blue' is not a filter of ccdsim" in refused.output
