@@ -59,6 +59,20 @@ class FocusDrive(Protocol):
     async def position(self) -> int: ...
 
 
+class FlatLamp(Protocol):
+    """A flat-field lamp: a flat panel over the aperture (its cover closed under it)
+    or a dome screen's lamp."""
+
+    async def illuminate(self, brightness: int | None, *, timeout_s: float) -> int:
+        """Close the cover (when there is one), light the lamp at ``brightness``
+        (None: its brightest), wait until both are done; return the brightness."""
+        ...
+
+    async def darken(self, *, timeout_s: float) -> None:
+        """Lamp off, awaited (the cover stays where it is)."""
+        ...
+
+
 @dataclass(slots=True)
 class DeviceSet:
     """The instrument's devices: every one as a telemetry source, and the first of
@@ -69,3 +83,5 @@ class DeviceSet:
     enclosure: Enclosure | None = None
     filters: FilterChanger | None = None
     focuser: FocusDrive | None = None
+    lamps: dict[str, FlatLamp] = field(default_factory=dict)
+    """Every flat-field lamp, by its device name (an exposure names the one it wants)."""

@@ -100,7 +100,8 @@ def write_config(
     site: tuple[float, float, float] | None = None,
 ) -> Path:
     """The template with the offline catalogue, a tracking telescope at ``pointing``
-    (RA, Dec degrees), the site (latitude, longitude, elevation) and camera overrides."""
+    (RA, Dec degrees), the site (latitude, longitude, elevation), camera overrides,
+    and a flat panel whose lamp is present (Off)."""
     config = copy.deepcopy(template_config())
     config["tap_source"] = str(catalogue)
     config["gaia_query_timeout"] = 5
@@ -111,6 +112,8 @@ def write_config(
     if site is not None:
         telescope.update(sitelatitude=site[0], sitelongitude=site[1], siteelevation=site[2])
     config["devices"]["camera"][0].update(camera or {})
+    # The template's panel has a cover and no lamp (NotPresent); ours is a flat panel.
+    config["devices"]["covercalibrator"][0].update(calibratorstate=1, brightness=0)
     path = folder / "alpaca-sim.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     return path

@@ -396,6 +396,9 @@ def flats(
     host: HostOption = None,
     port: PortOption = None,
     data: DataOption = None,
+    wait: Annotated[
+        bool, typer.Option("--wait/--no-wait", help="wait for the twilight, or say when it is")
+    ] = True,
 ) -> None:
     """Twilight sky flats: wait for the twilight, keep each frame on its level, build
     a master flat per filter."""
@@ -408,7 +411,7 @@ def flats(
 
     try:
         check_twilight(spec, config)
-        result = asyncio.run(twilight_flats(spec, config))
+        result = asyncio.run(twilight_flats(spec, config, wait_for_twilight=wait))
     except ConfigError as exc:
         fail(str(exc))
     print_sequence_summary(result)

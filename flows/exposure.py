@@ -38,12 +38,15 @@ from schemas.observation import ObservationSpec
 from schemas.results import ExposureResult, SequenceResult
 from tasks.archive import SequenceArchiver
 from tasks.control.devices import open_devices
+from tasks.control.filter_wheel import WheelFollower
 from tasks.control.instrument import (
     ControllerPlan,
     ControllerSession,
     open_instrument,
     plan_instrument,
 )
+from tasks.control.lamps import LampControl
+from tasks.control.shutdown import park_and_close, shutdown_settings
 from tasks.control.sky_watch import SkyUnsafeError, watching
 from tasks.durable.instrument_lock import instrument_lock
 from tasks.durable.journal import SequenceJournal
@@ -152,6 +155,7 @@ async def take_all(
     gate: Callable[[ExposureSpec], str | None] | None = None,
     before: BeforeExposure | None = None,
     steer: FrameSteering | None = None,
+    close_at_end: bool = False,
 ) -> SequenceResult:
     """Take ``specs`` in order, skipping what ``plan`` says is already done.
 
@@ -161,7 +165,8 @@ async def take_all(
     ``first_index`` is the place of the first exposure in the journal's plan (night
     plans journal all their steps together). ``steer`` sets each exposure's time as
     it comes and judges each frame (twilight flats): a rejected frame is written,
-    marked, and its place taken again.
+    marked, and its place taken again. ``close_at_end`` parks the telescope and
+    closes the dome when the run ends, however it ends (a run that opened them).
     """
     logger = get_run_logger()
     plans = plan_instrument(instrument)
@@ -270,13 +275,16 @@ async def take_all(
             asyncio.to_thread(workers.enter_context, open_client(instrument.dask))
         )
     try:
-        light = instrument.safety if any(s.opens_shutter for s in specs) else None
+        light = instrument.safety if any(s.needs_sky for s in specs) else None
         async with (
             open_instrument(plans) as sessions,
             open_devices(instrument) as devices,
             watching(light, devices.readers, devices.drivers, instrument.name) as watch,
         ):
             system = await _system_info(sessions)
+            lamps = LampControl(devices.drivers.lamps)
+            if before is None and devices.drivers.filters is not None:
+                before = WheelFollower()
             for recovered in await recover_frames(sessions, instrument, system):
                 if recovered.journal == plan.journal.path and recovered.index is not None:
                     results[recovered.index] = recovered.result
@@ -289,7 +297,7 @@ async def take_all(
                         continue
                     kept = False
                     while not kept:
-                        guarded = watch is not None and spec.opens_shutter
+                        guarded = watch is not None and spec.needs_sky
                         if gate is not None and (stopped := gate(spec)) is not None:
                             break
                         if watch is not None and guarded:
@@ -302,6 +310,7 @@ async def take_all(
                             # The devices are where this exposure wants them (and still):
                             # the previous exposure's finishing goes on meanwhile.
                             await before(index - first_index, spec, devices.drivers)
+                        await lamps.set_for(spec)
                         take = spec
                         if steer is not None:
                             shaped = await steer.shape(index - first_index, spec)
@@ -358,6 +367,12 @@ async def take_all(
                     previous, pending = pending, None
                     await previous
             finally:
+                try:
+                    await lamps.close()
+                except Exception as exc:  # the run's own outcome is what to report
+                    logger.error("%s: the flat-field lamp could not be turned off: %s", name, exc)
+                if close_at_end:
+                    await _close_observatory(name, instrument, devices.drivers)
                 if pending is not None:
                     # Leaving early (an error, a cancellation): what was read out is written.
                     with contextlib.suppress(Exception):
@@ -495,41 +510,76 @@ async def observe_night(
     every = [spec for _, specs in steps for spec in specs]
     results: list[SequenceResult] = []
     progress = RunPlan.open(instrument, plan.name, every, resume)
-    async with _Holding(instrument) as holding:
-        first = 0
-        for step, specs in steps:
-            count = len(_flat(specs))
-            decision, reason = await _before_step(step.name, plan, clock, holding)
-            if decision is Decision.STOP:
-                results.append(not_taken(step.name, reason))
-                break
-            if decision is Decision.SKIP:
-                results.append(not_taken(step.name, reason))
-                first += count
-                continue
-            await holding.hold()
-            gate = clock.exposure_gate(step.name)
-            if isinstance(step, CalibrationSpec):
-                result = await _calibration_set(step, instrument, progress, first, gate)
-            elif isinstance(step, ObservationSpec):
-                # Here, not at the top: flows.observe builds on this module.
-                from flows.observe import observation_step
+    try:
+        async with _Holding(instrument) as holding:
+            first = 0
+            for step, specs in steps:
+                count = len(_flat(specs))
+                decision, reason = await _before_step(step.name, plan, clock, holding)
+                if decision is Decision.STOP:
+                    results.append(not_taken(step.name, reason))
+                    break
+                if decision is Decision.SKIP:
+                    results.append(not_taken(step.name, reason))
+                    first += count
+                    continue
+                await holding.hold()
+                gate = clock.exposure_gate(step.name)
+                if isinstance(step, CalibrationSpec):
+                    result = await _calibration_set(step, instrument, progress, first, gate)
+                elif isinstance(step, ObservationSpec):
+                    # Here, not at the top: flows.observe builds on this module.
+                    from flows.observe import observation_step
 
-                result = await observation_step(step, instrument, progress, first, gate)
-            else:
-                result = await take_all(
-                    step.name,
-                    specs,
-                    instrument,
-                    pipelined=True,
-                    plan=progress,
-                    first_index=first,
-                    gate=gate,
-                )
-            results.append(result)
-            first += count
+                    result = await observation_step(step, instrument, progress, first, gate)
+                else:
+                    result = await take_all(
+                        step.name,
+                        specs,
+                        instrument,
+                        pipelined=True,
+                        plan=progress,
+                        first_index=first,
+                        gate=gate,
+                    )
+                results.append(result)
+                first += count
+    finally:
+        if any(isinstance(step, ObservationSpec) for step in plan.steps):
+            # The night is over, however it ended: the dome its observations opened
+            # is closed and the telescope parked.
+            try:
+                async with open_devices(instrument) as devices:
+                    await _close_observatory(plan.name, instrument, devices.drivers)
+            except Exception as exc:  # logged; never raised over the night's own outcome
+                logger.error("%s: the observatory could not be closed: %s", plan.name, exc)
     progress.journal.close()
     return results
+
+
+async def _close_observatory(name: str, instrument: InstrumentConfig, drivers: DeviceSet) -> None:
+    """Park and close at the end of a run (tasks/control/shutdown.py); a failure is
+    logged, never hidden behind the run's own outcome or raised over it."""
+    if drivers.mount is None and drivers.enclosure is None:
+        return
+    order, timeout = shutdown_settings(instrument)
+    shutting = asyncio.ensure_future(park_and_close(drivers, order, timeout))
+    cancelled = False
+    try:
+        failed = await asyncio.shield(shutting)
+    except asyncio.CancelledError:
+        # A cancelled run still closes the dome before its devices are let go.
+        cancelled = True
+        failed = await shutting
+    except Exception as exc:
+        failed = [str(exc)]
+    logger = get_run_logger()
+    for problem in failed:
+        logger.error("%s: parking the telescope or closing the dome failed: %s", name, problem)
+    if not failed:
+        logger.info("%s: telescope parked and dome closed (%s)", name, order)
+    if cancelled:
+        raise asyncio.CancelledError
 
 
 def not_taken(name: str, reason: str) -> SequenceResult:

@@ -96,6 +96,13 @@ def plan_exposure(
     if spec.filter is not None and spec.filter not in instrument.filters:
         known = ", ".join(instrument.filters) or "none configured"
         problems.append(f"filter: {spec.filter!r} is not a filter of {instrument.name} ({known})")
+    if spec.lamp is not None:
+        lamps = [d.name for d in instrument.devices if d.type.value == "covercalibrator"]
+        if spec.lamp.device not in lamps:
+            problems.append(
+                f"lamp.device: {spec.lamp.device!r} is not a flat-field lamp (covercalibrator "
+                f"device) of {instrument.name} ({', '.join(lamps) or 'none configured'})"
+            )
     exposure_plans: dict[str, ControllerPlan] = {}
     for plan in plans:
         name = plan.config.name

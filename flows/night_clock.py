@@ -109,6 +109,8 @@ class NightClock:
                 )
             windows[name] = (start, end)
         light_until = resolve(plan.light_until, "light_until")
+        if instrument.daylight_light:
+            light_until = None  # a simulated sky: no morning ends its light
         if problems:
             raise ConfigError(source, problems)
         return cls(site=site, night=night, windows=windows, light_until=light_until, now=now)

@@ -176,6 +176,7 @@ async def _take(
     plan: RunPlan,
     first_index: int,
     gate: Callable[[ExposureSpec], str | None],
+    close_at_end: bool = False,
 ) -> SequenceResult:
     """The observation's exposures, the devices moved before each."""
     per_dither = sum(group.count for group in spec.exposures)
@@ -188,6 +189,7 @@ async def _take(
         first_index=first_index,
         gate=gate,
         before=Observer(spec, instrument, per_dither),
+        close_at_end=close_at_end,
     )
 
 
@@ -211,13 +213,18 @@ async def observation_step(
 
 @flow(name="observe")
 async def observe(
-    spec: ObservationSpec, instrument: InstrumentChoice = DEFAULT_INSTRUMENT, resume: bool = True
+    spec: ObservationSpec,
+    instrument: InstrumentChoice = DEFAULT_INSTRUMENT,
+    resume: bool = True,
+    close_at_end: bool = True,
 ) -> SequenceResult:
     """Point at the spec's target and take its exposures (module docstring).
 
     Refused before anything moves when the target is not observable now, a filter is
     unknown or a dither leaves the sky (ConfigError naming the field). Light exposures
-    also stop at morning twilight (the instrument's site), like a night plan's.
+    also stop at morning twilight (the instrument's site), like a night plan's. When
+    the run ends, however it ends, the telescope parks and the dome closes (untick
+    ``close_at_end`` to leave them for a run that follows at once).
     """
     instrument = resolve_instrument(instrument)
     specs = spec.expand()
@@ -225,6 +232,7 @@ async def observe(
     _, clock = check_observation(spec, instrument, datetime.now(UTC))
     async with instrument_lock(instrument):
         plan = RunPlan.open(instrument, spec.name, specs, resume)
-        result = await _take(spec, instrument, plan, 0, clock.exposure_gate(spec.name))
+        gate = clock.exposure_gate(spec.name)
+        result = await _take(spec, instrument, plan, 0, gate, close_at_end)
         plan.journal.close()
     return result

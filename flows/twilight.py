@@ -267,12 +267,22 @@ def _pointer(
 
 @flow(name="twilight-flats")
 async def twilight_flats(
-    spec: TwilightFlatSpec, instrument: InstrumentChoice = DEFAULT_INSTRUMENT
+    spec: TwilightFlatSpec,
+    instrument: InstrumentChoice = DEFAULT_INSTRUMENT,
+    close_at_end: bool = True,
+    wait_for_twilight: bool = True,
 ) -> SequenceResult:
     """Sky flats in the evening or morning twilight, then a master flat per filter
     (module docstring). Waits for the twilight when it is still to come; returns at
-    once, with the reason, when it is over."""
-    return await take_twilight_flats(spec, resolve_instrument(instrument))
+    once, with the reason, when it is over (or still to come and
+    ``wait_for_twilight`` is off). The telescope parks and the dome closes at the end
+    unless ``close_at_end`` is off (observing follows at once)."""
+    return await take_twilight_flats(
+        spec,
+        resolve_instrument(instrument),
+        close_at_end=close_at_end,
+        wait_for_twilight=wait_for_twilight,
+    )
 
 
 async def take_twilight_flats(
@@ -281,6 +291,8 @@ async def take_twilight_flats(
     clock: SkyClock | None = None,
     *,
     follow_sun: bool = True,
+    close_at_end: bool = True,
+    wait_for_twilight: bool = True,
 ) -> SequenceResult:
     """The flow's work (in a flow run); ``clock`` runs the Sun faster for a simulator,
     ``follow_sun=False`` is the baseline bench/twilight.py compares with."""
@@ -290,6 +302,11 @@ async def take_twilight_flats(
     wait = twilight_wait_s(spec, site, clock.now())
     if wait is None:
         reason = f"the {spec.twilight.value} twilight is over"
+        logger.warning("%s: not taken: %s", spec.name, reason)
+        return not_taken(spec.name, reason)
+    if wait > 0 and not wait_for_twilight:
+        starts = (clock.now() + timedelta(seconds=wait)).strftime("%Y-%m-%d %H:%M UTC")
+        reason = f"the {spec.twilight.value} twilight starts at {starts}; not waiting"
         logger.warning("%s: not taken: %s", spec.name, reason)
         return not_taken(spec.name, reason)
     if wait > 0:
@@ -311,6 +328,7 @@ async def take_twilight_flats(
             publish=False,
             before=_pointer(spec, instrument, site, clock),
             steer=steering,
+            close_at_end=close_at_end,
         )
         plan.journal.close()
     if spec.build_masters and result.exposures:

@@ -89,6 +89,19 @@ class Stacking(FormModel):
     method: StackMethod = Field(default=StackMethod.MEDIAN, title="Method")
 
 
+class Lamp(FormModel):
+    """A flat-field lamp of the instrument's (a ``covercalibrator`` device) lit for
+    the exposure: a dome flat. Its cover closes first; the lamp is off for any
+    exposure that does not name it."""
+
+    device: str = Field(
+        min_length=1, max_length=64, title="Lamp device", description="a device's name"
+    )
+    brightness: int | None = Field(
+        default=None, ge=0, le=1_000_000, title="Brightness", description="None: the brightest"
+    )
+
+
 class ExposureSpec(FormModel):
     """One kind of exposure, taken ``count`` times.
 
@@ -134,6 +147,7 @@ class ExposureSpec(FormModel):
         description="WaitCount units (10 ns) added per pixel",
     )
     stacking: Stacking | None = Field(default=None, title="Stacking")
+    lamp: Lamp | None = Field(default=None, title="Flat-field lamp")
     header: dict[str, CardValue] = Field(
         title="Extra header cards",
         default_factory=dict,
@@ -168,6 +182,8 @@ class ExposureSpec(FormModel):
             self.shutter is ShutterPolicy.CLOSED
         ):
             raise ValueError(f"a {self.image_type.value} needs the shutter open")
+        if self.lamp is not None and not self.opens_shutter:
+            raise ValueError("lamp: a lamp lights nothing behind a closed shutter")
         return self
 
     @property
@@ -175,6 +191,12 @@ class ExposureSpec(FormModel):
         if self.shutter is ShutterPolicy.AUTO:
             return self.image_type.opens_shutter
         return self.shutter is ShutterPolicy.OPEN
+
+    @property
+    def needs_sky(self) -> bool:
+        """Light from the sky: the shutter opens and no lamp of ours is the light (an
+        arc or a dome flat goes on in bad weather, as a dark does)."""
+        return self.opens_shutter and self.lamp is None and self.image_type is not ImageType.ARC
 
     @property
     def frames_per_exposure(self) -> int:
@@ -212,6 +234,7 @@ class FlatSet(FormModel):
     filter: str | None = Field(default=None, min_length=1, max_length=32, pattern=PRINTABLE)
     exptime: float = Field(gt=0.0, le=MAX_EXPTIME, allow_inf_nan=False)
     count: int = Field(ge=1, le=1000)
+    lamp: Lamp | None = Field(default=None, description="a dome flat: the lamp to light")
 
 
 class ArcSet(FormModel):
@@ -249,7 +272,11 @@ class CalibrationSpec(FormModel):
         ]
         specs += [
             ExposureSpec(
-                image_type=ImageType.FLAT, exptime=f.exptime, count=f.count, filter=f.filter
+                image_type=ImageType.FLAT,
+                exptime=f.exptime,
+                count=f.count,
+                filter=f.filter,
+                lamp=f.lamp,
             )
             for f in self.flats
         ]

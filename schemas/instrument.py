@@ -399,6 +399,11 @@ class InstrumentConfig(FormModel):
     horizons: SunHorizons = Field(
         default_factory=SunHorizons, description="Sun altitudes of sunset and the twilights"
     )
+    daylight_light: bool = Field(
+        default=False,
+        description="light exposures may start after morning twilight: a simulator or a "
+        "lab, whose light is not the sky's (an observatory leaves this off)",
+    )
     devices: list[DeviceConfig] = Field(
         default_factory=list,
         description="filter wheel, focuser, telescope, dome, weather ... (header sources)",

@@ -393,3 +393,22 @@ async def test_plan_night_checks_everything_before_scheduling_anything(
         await plan_night(schedule, sim_instrument)
     with pytest.raises(ConfigError, match=r"runs\.0\.deployment: no deployment"):
         await plan_night(schedule, _with_site(sim_instrument))
+
+
+def test_a_simulated_sky_is_not_ended_by_the_morning() -> None:
+    """daylight_light (the simulators' instruments): no light_until; an observatory's
+    instrument keeps it (light exposures stop at morning twilight)."""
+    from flows.night_clock import NightClock
+    from schemas.instrument import load_instrument
+
+    from .conftest import REPO
+
+    simulated = load_instrument(REPO / "deploy" / "instruments" / "sim-observatory.yaml")
+    assert simulated.daylight_light
+    real = simulated.model_copy(update={"daylight_light": False})
+    plan = NightPlan.model_validate(
+        {"name": "n", "steps": [{"name": "s", "exposures": [{"image_type": "dark"}]}]}
+    )
+    morning = datetime(2026, 6, 1, 14, 0, tzinfo=UTC)  # 08:00 at APO, after twilight
+    assert NightClock.for_plan(plan, simulated, now=lambda: morning).light_until is None
+    assert NightClock.for_plan(plan, real, now=lambda: morning).light_until is not None

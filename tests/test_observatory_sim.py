@@ -1,4 +1,5 @@
-"""``ccdflow sim --observatory`` runs the README's example observation, and stops."""
+"""``ccdflow sim --observatory`` runs the README's example observation and dome flats,
+and stops."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 
 OBSERVATORY = REPO / "deploy" / "instruments" / "sim-observatory.yaml"
 EXAMPLE = REPO / "deploy" / "examples" / "observation.yaml"
+DOME_FLATS = REPO / "deploy" / "examples" / "dome-flats.yaml"
 
 
 def _instrument_on(tmp_path: Path, archon_port: int, alpaca_port: int) -> Path:
@@ -36,7 +38,9 @@ def _instrument_on(tmp_path: Path, archon_port: int, alpaca_port: int) -> Path:
     return path
 
 
-def test_the_simulated_observatory_runs_the_example_observation(tmp_path: Path) -> None:
+def test_the_simulated_observatory_runs_the_example_observation_and_dome_flats(
+    tmp_path: Path,
+) -> None:
     alpaca_port = free_port()
     command = [sys.executable, "-m", "flows.cli", "sim", "--observatory", "--port", "0"]
     command += ["--acf", str(SIM_ACF), "--alpaca-port", str(alpaca_port)]
@@ -70,6 +74,19 @@ def test_the_simulated_observatory_runs_the_example_observation(tmp_path: Path) 
         assert header["FILTPOS"] == header["FILTER"] == "Red"
         assert 30 < header["ALT"] < 36  # Polaris from APO
         assert header["DOMEAZ"] == pytest.approx(header["AZ"], abs=1.0)  # the dome followed
+        # The README's dome flats, on the same observatory: the panel lit for the flats.
+        flats = tmp_path / "flats"
+        run = [sys.executable, "-m", "flows.cli", "run", str(DOME_FLATS)]
+        run += ["--instrument", str(instrument), "--data", str(flats)]
+        done = subprocess.run(run, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout + done.stderr
+        lit = {}
+        for path in flats.glob("*/ccdobs-r1-*.fits"):
+            card = fits.getheader(path)
+            lit.setdefault(card["IMAGETYP"], []).append((card["FILTER"], card.get("LAMPBRT")))
+        assert sorted(lit["flat"]) == [("Blue", 100)] * 3 + [("Red", 50)] * 3
+        assert lit["bias"] == [("none", None)] * 3
+        assert "master flat (Red)" in done.stdout
     finally:
         sim.send_signal(signal.SIGTERM)
         code = sim.wait(15)

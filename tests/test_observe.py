@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import math
+import signal
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -113,8 +115,12 @@ async def test_observe_points_follows_sets_filter_and_focus_and_records_it(
     assert (headers[3]["RA"] - headers[0]["RA"]) % 360.0 == pytest.approx(east, abs=1e-6)
     assert_fitsverify_clean(result.exposures[0].files[0].path)
     async with httpx.AsyncClient(base_url=server.base_url, trust_env=False) as client:
-        reply = await client.get("/api/v1/dome/0/shutterstatus", params={"ClientID": 1})
-    assert reply.json()["Value"] == 0  # the dome was opened for the observation (0: open)
+        params = {"ClientID": 1, "ClientTransactionID": 1}
+        dome = await client.get("/api/v1/dome/0/shutterstatus", params=params)
+        parked = await client.get("/api/v1/telescope/0/atpark", params=params)
+    # Opened for the observation (DOMEAZ followed the target), closed at its end.
+    assert dome.json()["Value"] == 1  # closed
+    assert parked.json()["Value"] is True
 
 
 @pytest.mark.slow
@@ -211,3 +217,57 @@ def test_an_airmass_limit_and_a_closed_window_are_refused(tmp_path: Path) -> Non
             check_observation(
                 _spec(instrument, target=pole, constraints=limited), instrument, night
             )
+
+
+@pytest.fixture(scope="module")
+def wheel_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSimulator]:
+    """A second simulator for the filter wheel alone, to freeze (SIGSTOP) mid-run."""
+    with running_simulator(tmp_path_factory.mktemp("wheel")) as sim:
+        yield sim
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_harness")
+async def test_a_device_that_stops_answering_ends_the_observation_safely(
+    server: RunningSimulator, wheel_server: RunningSimulator, tmp_path: Path
+) -> None:
+    """The wheel freezes during the first exposure: the next filter change fails
+    within the device's timeout with an error naming it, never a hang; the frame
+    already taken is written, and the camera is left idle."""
+    await asyncio.to_thread(server.reload)
+    await asyncio.to_thread(wheel_server.reload)
+    dump = _instrument(server.port, tmp_path / "data").model_dump()
+    wheel = next(d for d in dump["devices"] if d["type"] == "filterwheel")
+    wheel["port"] = wheel_server.port
+    instrument = InstrumentConfig.model_validate(dump)
+    spec = _spec(
+        instrument,
+        exposures=[{"filter": "Red", "exptime": 3.0}, {"filter": "Blue", "exptime": 0.2}],
+        dithers=[{}],
+    )
+    frozen = False
+    try:
+        async with httpx.AsyncClient(base_url=server.base_url, trust_env=False) as client:
+            run = asyncio.ensure_future(observe(spec, instrument, resume=False))
+            params = {"ClientID": 1, "ClientTransactionID": 1}
+            while (await client.get("/api/v1/camera/0/camerastate", params=params)).json()[
+                "Value"
+            ] != 2:  # exposing
+                assert not run.done(), run.exception()
+                await asyncio.sleep(0.05)
+            wheel_server.process.send_signal(signal.SIGSTOP)
+            frozen = True
+            started = time.monotonic()
+            with pytest.raises(Exception, match="filterwheel") as failed:
+                await asyncio.wait_for(run, 90)
+            ended_after = time.monotonic() - started
+            state = (await client.get("/api/v1/camera/0/camerastate", params=params)).json()
+    finally:
+        if frozen:
+            wheel_server.process.send_signal(signal.SIGCONT)
+    assert "no answer within" in str(failed.value)  # the device's bound, not the test's
+    assert ended_after < 60, f"the run took {ended_after:.0f} s to give up"
+    assert state["Value"] == 0  # idle: no exposure left running
+    files = sorted((tmp_path / "data").rglob("*.fits"))
+    assert len(files) == 1, files  # the Red frame, whole
+    assert fits.getheader(files[0])["FILTER"] == "Red"

@@ -505,7 +505,11 @@ def test_make_safe_runs_when_an_acquisition_run_fails_or_crashes(
     automation = trigger.as_automation()
     event_trigger: Any = automation.trigger
     assert event_trigger.type == "event"
-    assert event_trigger.expect == {"prefect.flow-run.Failed", "prefect.flow-run.Crashed"}
+    assert event_trigger.expect == {
+        "prefect.flow-run.Failed",
+        "prefect.flow-run.Crashed",
+        "prefect.flow-run.TimedOut",  # a device's TimeoutError fails a run this way
+    }
     assert event_trigger.posture is Posture.Reactive
     assert (event_trigger.threshold, event_trigger.within.total_seconds()) == (1, 0)
     related = event_trigger.match_related

@@ -1,10 +1,12 @@
 """Bad weather in the middle of a light exposure, on alpaca-simulators: the exposure is
 aborted (shutter closed within 1 s), the telescope parks and the dome closes, darks go
-on, and light frames resume once the sky has been safe long enough."""
+on, and light frames resume once the sky has been safe long enough. A safety monitor
+that stops answering is as unsafe as one that says so."""
 
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 import uuid
 from collections.abc import Iterator
@@ -114,6 +116,59 @@ async def test_unsafe_mid_exposure_aborts_parks_closes_and_light_resumes(
     assert numbers[0] >= 2  # the aborted exposure's number is never used again
     files = sorted((tmp_path / "data").rglob("*.fits"))
     assert len(files) == 2
+    assert fits.getheader(result.exposures[0].files[0].path)["EXPMEAS"] == pytest.approx(
+        4.0, abs=0.05
+    )
+
+
+@pytest.fixture(scope="module")
+def safety_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSimulator]:
+    """A second simulator for the safety monitor alone: frozen (SIGSTOP), it stops
+    answering while the camera, the dome and the telescope go on."""
+    with running_simulator(tmp_path_factory.mktemp("safety")) as sim:
+        yield sim
+
+
+async def test_a_stale_safety_reading_stops_light_until_it_answers_again(
+    server: RunningSimulator, safety_server: RunningSimulator, tmp_path: Path
+) -> None:
+    await asyncio.to_thread(server.reload)
+    await asyncio.to_thread(safety_server.reload)
+    dump = _instrument(server, tmp_path / "data").model_dump()
+    dump["devices"][-1]["port"] = safety_server.port  # the safety monitor, on its own
+    instrument = InstrumentConfig.model_validate(dump)
+    max_age = instrument.safety.max_age_s if instrument.safety else 0.0
+    sequence = SequenceSpec.model_validate(
+        {"name": "stale", "exposures": [{"image_type": "object", "exptime": 4.0}]}
+    )
+    api = "/api/v1"
+    frozen = False
+    try:
+        async with httpx.AsyncClient(base_url=server.base_url, trust_env=False) as client:
+            run = asyncio.ensure_future(run_sequence(sequence, instrument))
+
+            async def exposing() -> bool:
+                return await _get(client, f"{api}/camera/0/camerastate") == EXPOSING
+
+            async def idle() -> bool:
+                return await _get(client, f"{api}/camera/0/camerastate") == IDLE
+
+            await _until(exposing, 120, "the light exposure under way")
+            safety_server.process.send_signal(signal.SIGSTOP)
+            frozen = True
+            stopped_after = await _until(idle, max_age + 5, "the light exposure aborted")
+            # Stale once older than max_age_s; the watch looks every poll_s.
+            assert stopped_after < max_age + 1.5, f"aborted {stopped_after:.2f} s after freezing"
+            await asyncio.sleep(1.0)
+            assert not run.done()  # waiting for readings, not failed
+            assert await idle(), "a light exposure started on stale readings"
+            safety_server.process.send_signal(signal.SIGCONT)
+            frozen = False
+            result = await asyncio.wait_for(run, 120)
+    finally:
+        if frozen:
+            safety_server.process.send_signal(signal.SIGCONT)
+    assert [e.image_type.value for e in result.exposures] == ["object"]
     assert fits.getheader(result.exposures[0].files[0].path)["EXPMEAS"] == pytest.approx(
         4.0, abs=0.05
     )

@@ -1,4 +1,4 @@
-"""Alpaca telescope, dome, filter wheel and focuser as the observatory's drivers
+"""Alpaca telescope, dome, filter wheel, focuser and flat panel as the observatory's drivers
 (devices/observatory.py): each call moves and waits, bounded, with the adapter's own
 checks (CanSlewAsync, a wheel that stopped at the wrong slot ...)."""
 
@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from devices.alpaca.covercalibrator import AlpacaCoverCalibrator, CalibratorState, CoverState
 from devices.alpaca.dome import AlpacaDome, ShutterState
 from devices.alpaca.filterwheel import AlpacaFilterWheel
 from devices.alpaca.focuser import AlpacaFocuser
@@ -77,3 +78,27 @@ class AlpacaFocus:
 
     async def position(self) -> int:
         return await self.focuser.position()
+
+
+class AlpacaFlatLamp:
+    """A CoverCalibrator as a flat-field lamp: the cover closes over the aperture
+    first (the panel is on its inside), then the light comes on."""
+
+    def __init__(self, panel: AlpacaCoverCalibrator) -> None:
+        self.panel = panel
+
+    async def illuminate(self, brightness: int | None, *, timeout_s: float) -> int:
+        caps = await self.panel.capabilities()
+        if caps.has_cover and await self.panel.cover_state() != CoverState.CLOSED:
+            await self.panel.close_cover()
+            await self.panel.wait_cover(CoverState.CLOSED, timeout=timeout_s)
+        level = (caps.max_brightness or 0) if brightness is None else brightness
+        await self.panel.calibrator_on(level)
+        await self.panel.wait_calibrator(CalibratorState.READY, timeout=timeout_s)
+        return level
+
+    async def darken(self, *, timeout_s: float) -> None:
+        if await self.panel.calibrator_state() == CalibratorState.OFF:
+            return
+        await self.panel.calibrator_off()
+        await self.panel.wait_calibrator(CalibratorState.OFF, timeout=timeout_s)

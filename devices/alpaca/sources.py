@@ -20,7 +20,13 @@ from devices.alpaca.dome import AlpacaDome
 from devices.alpaca.errors import AlpacaHttpError
 from devices.alpaca.filterwheel import AlpacaFilterWheel
 from devices.alpaca.focuser import AlpacaFocuser
-from devices.alpaca.observatory import AlpacaEnclosure, AlpacaFilters, AlpacaFocus, AlpacaMount
+from devices.alpaca.observatory import (
+    AlpacaEnclosure,
+    AlpacaFilters,
+    AlpacaFlatLamp,
+    AlpacaFocus,
+    AlpacaMount,
+)
 from devices.alpaca.observingconditions import AlpacaObservingConditions
 from devices.alpaca.rotator import AlpacaRotator
 from devices.alpaca.safetymonitor import AlpacaSafetyMonitor
@@ -123,8 +129,8 @@ class AlpacaSource:
 
 
 def alpaca_device_set(entries: Sequence[DeviceSettings]) -> DeviceSet:
-    """The entries as telemetry sources, and the first telescope, dome, filter wheel
-    and focuser as drivers, all on one client per server."""
+    """The entries as telemetry sources, the first telescope, dome, filter wheel and
+    focuser as drivers, and every cover calibrator as a lamp, on one client per server."""
     sources = alpaca_sources(entries)
     found = DeviceSet(sources=list(sources))
     for source in sources:
@@ -137,6 +143,8 @@ def alpaca_device_set(entries: Sequence[DeviceSettings]) -> DeviceSet:
             found.filters = AlpacaFilters(device)
         elif isinstance(device, AlpacaFocuser) and found.focuser is None:
             found.focuser = AlpacaFocus(device)
+        elif isinstance(device, AlpacaCoverCalibrator):
+            found.lamps[source.settings.name] = AlpacaFlatLamp(device)
     return found
 
 

@@ -31,6 +31,7 @@ from devices.base import DeviceError
 from devices.observatory import DeviceSet
 from schemas.weather import WeatherSafety
 from tasks.control.devices import reader_name
+from tasks.control.shutdown import park_and_close
 from tasks.headers.telemetry import Reader
 from tasks.observing.sky_safety import SkySafety, Verdict
 
@@ -122,25 +123,12 @@ class SkyWatch:
 
     async def _park_and_close(self) -> None:
         """Park the telescope and close the dome in the configured order, bounded."""
-        logger = self.logger
-        timeout = self.config.shutdown_timeout_s
-        mount, dome = self.drivers.mount, self.drivers.enclosure
-        park = mount.park(timeout_s=timeout) if mount is not None else None
-        close = dome.close(timeout_s=timeout) if dome is not None else None
-        steps: list[list[Awaitable[None]]]
         order = self.config.shutdown
-        if order == "together":
-            steps = [[step for step in (park, close) if step is not None]]
-        else:
-            first, second = (park, close) if order == "park_then_close" else (close, park)
-            steps = [[step] for step in (first, second) if step is not None]
-        for group in steps:
-            try:
-                await asyncio.gather(*group)
-            except (DeviceError, TimeoutError) as exc:
-                logger.error("sky unsafe: shutting the observatory down failed: %s", exc)
+        failed = await park_and_close(self.drivers, order, self.config.shutdown_timeout_s)
+        for problem in failed:
+            self.logger.error("sky unsafe: shutting the observatory down failed: %s", problem)
         self._dome_open = False
-        logger.warning("sky unsafe: telescope parked and dome closed (%s)", order)
+        self.logger.warning("sky unsafe: telescope parked and dome closed (%s)", order)
 
     async def finish(self) -> None:
         """Wait for a shutdown under way (the park and close are never cut short)."""

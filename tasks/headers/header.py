@@ -93,6 +93,10 @@ def exposure_cards(facts: ExposureFacts, instrument: InstrumentConfig) -> list[C
         ]
         if instrument.site is not None and spec.opens_shutter:
             cards += _sky_cards(spec, facts, instrument.site)
+    if spec.lamp is not None:
+        cards.append(("LAMP", spec.lamp.device, "flat-field lamp lit (a dome flat)"))
+        if spec.lamp.brightness is not None:
+            cards.append(("LAMPBRT", spec.lamp.brightness, "lamp brightness asked for"))
     if spec.stacking is not None:
         cards += [
             ("NCOMBINE", facts.ncombine, "frames combined into this image"),
