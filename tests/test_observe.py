@@ -238,7 +238,7 @@ async def test_a_device_that_stops_answering_ends_the_observation_safely(
     await asyncio.to_thread(wheel_server.reload)
     dump = _instrument(server.port, tmp_path / "data").model_dump()
     wheel = next(d for d in dump["devices"] if d["type"] == "filterwheel")
-    wheel["port"] = wheel_server.port
+    wheel.update(port=wheel_server.port, timeout_s=1.0)  # its bound on every call
     instrument = InstrumentConfig.model_validate(dump)
     spec = _spec(
         instrument,
@@ -266,7 +266,7 @@ async def test_a_device_that_stops_answering_ends_the_observation_safely(
         if frozen:
             wheel_server.process.send_signal(signal.SIGCONT)
     assert "no answer within" in str(failed.value)  # the device's bound, not the test's
-    assert ended_after < 60, f"the run took {ended_after:.0f} s to give up"
+    assert ended_after < 30, f"the run took {ended_after:.0f} s to give up"
     assert state["Value"] == 0  # idle: no exposure left running
     files = sorted((tmp_path / "data").rglob("*.fits"))
     assert len(files) == 1, files  # the Red frame, whole
