@@ -18,6 +18,7 @@ from pathlib import Path
 import psutil
 import pytest
 from astropy.io import fits
+from prefect.settings import PREFECT_API_URL
 
 from devices.archon.simulator import ArchonSimulator
 from devices.archon.simulator.core import CoreState
@@ -71,9 +72,12 @@ async def _until(condition: object, timeout: float, what: str) -> float:
     return time.monotonic() - start
 
 
+@pytest.mark.usefixtures("prefect_harness")
 async def test_sigterm_mid_integration_closes_the_shutter_within_a_second(
     tmp_path: Path, archon_sim: ArchonSimulator
 ) -> None:
+    # The session's test API: what is tested is the shutter, not an API's start.
+    api = {"PREFECT_API_URL": str(PREFECT_API_URL.value())}
     proc = await _ccdflow(
         tmp_path,
         "expose",
@@ -85,6 +89,7 @@ async def test_sigterm_mid_integration_closes_the_shutter_within_a_second(
         str(archon_sim.port),
         "--data",
         str(tmp_path / "data"),
+        api=api,
     )
     try:
         await _until(lambda: archon_sim.shutter_open, STARTUP_S, "shutter open")

@@ -92,10 +92,10 @@ async def test_two_runs_on_one_instrument_at_once_never_overlap(
     test API: the same concurrency limit), one data root (so one host lock)."""
     api = {"PREFECT_API_URL": str(PREFECT_API_URL.value())}
     data = tmp_path / "data"
-    # Each run holds the instrument for about 11 s: long enough that the other, started
+    # Each run holds the instrument for about 9 s: long enough that the other, started
     # at the same moment, is up and has to wait, even when a loaded machine starts one
     # process seconds after the other.
-    args = ("expose", "--type", "object", "--exptime", "5", "--count", "2")
+    args = ("expose", "--type", "object", "--exptime", "4", "--count", "2")
     args += ("--port", str(archon_sim.port), "--data", str(data))
     folders = [tmp_path / "one", tmp_path / "two"]
     for folder in folders:

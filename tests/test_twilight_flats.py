@@ -241,3 +241,33 @@ def test_the_flats_command_refuses_a_filter_the_instrument_lacks() -> None:
     refused = CliRunner().invoke(app, ["flats", str(example)])  # sim: no filter wheel
     assert refused.exit_code == 2, refused.output
     assert "'Blue' is not a filter of ccdsim" in refused.output
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_harness")
+async def test_morning_flats_take_the_filters_reversed_as_the_sky_brightens(
+    sim_instrument: InstrumentConfig, tmp_path: Path
+) -> None:
+    """Dawn at the site now: the first frame is a probe at a third of the longest time,
+    the filters come in morning order, every kept frame on its level."""
+    site = twilight_site(APO, -5.0, setting=False, when=datetime.now(UTC))
+    blade = ShutterBlade(light=TwilightSky(site))
+    async with ArchonSimulator(load_acf(SIM_ACF), port=0, seed=8, shutter_blade=blade) as simulator:
+        instrument = _with_filters(
+            sim_instrument.with_overrides(port=simulator.port, data_root=tmp_path / "data"), site
+        )
+        spec = _spec(
+            twilight="morning",
+            filters=[{"filter": "B", "count": 1}, {"filter": "R", "count": 2}],
+            build_masters=False,
+        )
+        result = await twilight_flats(spec, instrument)
+    headers = [
+        fits.getheader(next(f.path for f in e.files if f.product is Product.RAW))
+        for e in result.exposures
+    ]
+    print([(h["FILTER"], h["EXPTIME"], h["FLATLEVL"]) for h in headers], result.skipped)
+    assert [h["FILTER"] for h in headers] == ["R", "R", "B"]
+    assert all(abs(h["FLATLEVL"] / spec.target_adu - 1) <= spec.tolerance for h in headers)
+    # The Sun rises through the run.
+    assert headers[-1]["SUNALT"] > headers[0]["SUNALT"]
