@@ -17,6 +17,7 @@ from schemas.header import HeaderSpec
 from schemas.instrument import InstrumentConfig
 from schemas.night_schedule import NightSchedule
 from schemas.observation import ObservationSpec
+from schemas.twilight import TwilightFlatSpec
 
 MODELS: dict[str, type[BaseModel]] = {
     "exposure": ExposureSpec,
@@ -25,6 +26,7 @@ MODELS: dict[str, type[BaseModel]] = {
     "night": NightPlan,
     "night-schedule": NightSchedule,
     "observation": ObservationSpec,
+    "twilight-flats": TwilightFlatSpec,
     "instrument": InstrumentConfig,
     "header": HeaderSpec,
 }

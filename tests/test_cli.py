@@ -114,9 +114,12 @@ def test_a_server_that_does_not_answer_is_named_never_waited_for(
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("prefect_harness")
 def test_demo_runs_end_to_end(tmp_path: Path) -> None:
+    # On the session's test API: an embedded API's first start on a new Prefect home
+    # is tested by test_commands_started_together_on_a_new_prefect_home_all_work.
     data = tmp_path / "data"
-    completed = _ccdflow(tmp_path, "demo", "--data", str(data))
+    completed = _ccdflow(tmp_path, "demo", "--data", str(data), env=harness_api_env())
     output = completed.stdout + completed.stderr
     assert completed.returncode == 0, output
     files = sorted(data.rglob("*.fits"))

@@ -242,7 +242,7 @@ async def test_a_device_that_stops_answering_ends_the_observation_safely(
     instrument = InstrumentConfig.model_validate(dump)
     spec = _spec(
         instrument,
-        exposures=[{"filter": "Red", "exptime": 3.0}, {"filter": "Blue", "exptime": 0.2}],
+        exposures=[{"filter": "Red", "exptime": 1.5}, {"filter": "Blue", "exptime": 0.2}],
         dithers=[{}],
     )
     frozen = False

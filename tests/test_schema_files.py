@@ -12,6 +12,7 @@ from schemas.instrument import load_instrument
 from schemas.json_schema import MODELS, schema_text
 from schemas.night_schedule import NightSchedule
 from schemas.observation import ObservationSpec
+from schemas.twilight import TwilightFlatSpec
 
 from .conftest import REPO
 
@@ -36,6 +37,8 @@ def test_committed_schema_matches_the_model(name: str) -> None:
         ("night-by-the-sun.yaml", NightPlan),
         ("night-schedule.yaml", NightSchedule),
         ("observation.yaml", ObservationSpec),
+        ("twilight-flats.yaml", TwilightFlatSpec),
+        ("dome-flats.yaml", CalibrationSpec),
     ],
 )
 def test_examples_validate(file: str, model: type[ExposureSpec]) -> None:
