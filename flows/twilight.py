@@ -125,12 +125,7 @@ class SkySteering:
     last_exptime: float | None = None
 
     def __post_init__(self) -> None:
-        self.planner = TwilightPlanner(
-            self.spec.target_adu,
-            self.spec.min_exptime,
-            self.spec.max_exptime,
-            follow_sun=self.follow_sun,
-        )
+        self.planner = TwilightPlanner(self.spec.target_adu, follow_sun=self.follow_sun)
 
     @property
     def evening(self) -> bool:
@@ -167,20 +162,18 @@ class SkySteering:
         if self.attempts[name] > ATTEMPTS_PER_FLAT * wanted:
             return self._give_up(name, f"{self.attempts[name] - 1} frames gave too few good flats")
         while True:
-            now = datetime.now(UTC)
-            if (reason := self._out_of_window(self._altitude(self.clock.at(now)))) is not None:
-                return self._give_up(name, reason)
-            start = now + timedelta(seconds=self.lag_s)
+            start = datetime.now(UTC) + timedelta(seconds=self.lag_s)
             track = sun_track(self._altitude, start, self.clock)
+            if (reason := self._out_of_window(track(0.0))) is not None:
+                return self._give_up(name, reason)
             seconds = self.planner.exptime(track)
             if seconds is None and self.planner.rate is None:
                 seconds = self._probe_s()
-            fading = self.evening
             seconds = self._within_limits(seconds, track)
             if seconds is not None and self.spec.min_exptime <= seconds <= self.spec.max_exptime:
                 break
             too_bright = seconds is not None and seconds < self.spec.min_exptime
-            if too_bright == fading:
+            if too_bright == self.evening:
                 # The sky will come our way: an evening too bright, a morning too faint.
                 get_run_logger().info(
                     "%s: the sky is too %s for %s yet; looking again in %.0f s",

@@ -74,7 +74,7 @@ def test_the_planner_learns_the_sky_and_hits_the_target() -> None:
         steps = np.linspace(0.0, seconds, 2001)
         return float(np.trapezoid([rate(start_alt + deg_per_s * t) for t in steps], steps))
 
-    planner = TwilightPlanner(target_adu=20000.0, min_exptime_s=0.5, max_exptime_s=60.0)
+    planner = TwilightPlanner(target_adu=20000.0)
     alt, exptime, errors = -3.0, 1.0, []
     for _ in range(8):
         got = level(alt, exptime)
@@ -89,7 +89,7 @@ def test_the_planner_learns_the_sky_and_hits_the_target() -> None:
 
 
 def test_the_level_at_a_time_is_the_inverse_of_the_time_for_a_level() -> None:
-    planner = TwilightPlanner(target_adu=20000.0, min_exptime_s=0.5, max_exptime_s=60.0)
+    planner = TwilightPlanner(target_adu=20000.0)
     assert planner.level(5.0, lambda s: -4.0) is None  # nothing measured yet
     planner.learn(Measurement(2.0, 8000.0, -4.0, saturated=False))
     setting = -0.25 / 60
@@ -103,7 +103,7 @@ def test_the_level_at_a_time_is_the_inverse_of_the_time_for_a_level() -> None:
 
 
 def test_a_saturated_frame_shortens_the_next() -> None:
-    planner = TwilightPlanner(target_adu=20000.0, min_exptime_s=0.5, max_exptime_s=60.0)
+    planner = TwilightPlanner(target_adu=20000.0)
     planner.learn(Measurement(2.0, 65000.0, -3.0, saturated=True))
     following = planner.exptime(lambda s: -3.0)
     assert following is not None

@@ -53,14 +53,11 @@ class TwilightPlanner:
     """Exposure times that keep twilight flats at ``target_adu``.
 
     ``rate`` is the sky's count rate (ADU/s in this filter) at ``rate_alt``; it is
-    unknown until a frame is measured (the first frame of each filter is a probe at
-    the shortest time in the evening, when the sky is brightest, and at the longest
-    in the morning). Filters differ in throughput, so :meth:`new_filter` forgets the
+    unknown until a frame is measured (the flow's first frame of a filter is a probe,
+    flows/twilight.py). Filters differ in throughput, so :meth:`new_filter` forgets the
     rate but keeps the slope (the sky's, not the filter's)."""
 
     target_adu: float
-    min_exptime_s: float
-    max_exptime_s: float
     slope: float = TYPICAL_SLOPE
     rate: float | None = None
     rate_alt: float | None = None
