@@ -512,6 +512,8 @@ def test_sigterm_stops_everything_the_console_started(console: Console) -> None:
     (which would send the next command to a dead server)."""
     pid = console.process.pid
     assert console.process.poll() is None, console.server_logs()
+    # Known by pid before the stop: an exiting process's command line reads empty.
+    watchers = {p for p in owned_processes(pid) if f"flows.reaper {pid}" in describe([p])}
     began = time.monotonic()
     console.process.send_signal(signal.SIGTERM)
     try:
@@ -524,7 +526,7 @@ def test_sigterm_stops_everything_the_console_started(console: Console) -> None:
     assert not console.api_file.exists()
     # The reaper watcher (flows/reaper.py) outlives its owner briefly, by design; every
     # other child must already be gone: a clean stop needs no reaping.
-    left = [p for p in owned_processes(pid) if f"flows.reaper {pid}" not in describe([p])]
+    left = [p for p in owned_processes(pid) if p not in watchers]
     assert not left, describe(left)
     assert not postgres_processes(console.root)
     deadline = time.monotonic() + 10
