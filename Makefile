@@ -42,8 +42,12 @@ lint: sync
 typecheck: sync
 	$(RUN) mypy
 
+# Two workers, one test file each at a time (a file's servers and fixtures stay in one
+# process): most end-to-end tests wait on servers and simulators, so two halve the
+# wall time on two cores (14.6 -> 8.7 min measured).
+PYTEST_WORKERS ?= 2
 pytest: sync
-	$(RUN) pytest
+	$(RUN) pytest -n $(PYTEST_WORKERS) --dist loadfile
 
 test: lint typecheck pytest
 

@@ -99,6 +99,20 @@ def _running_server(env: dict[str, str]) -> Iterator[None]:
         log_path.unlink(missing_ok=True)
 
 
+def _post_as_prefect_does(url: str, body: dict[str, object]) -> httpx.Response:
+    """POST, retrying the server's 503 as Prefect's own client does: a server that has
+    just started answers 503 ("Service Unavailable", a retryable database error such
+    as SQLite's "database is locked") while its services write their first rows."""
+    for _ in range(10):
+        response = httpx.post(url, json=body, timeout=10)
+        if response.status_code != 503:
+            response.raise_for_status()
+            return response
+        time.sleep(0.5)
+    response.raise_for_status()
+    return response
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """A `prefect server start` of our lock; yields the environment that points at it."""
@@ -214,18 +228,14 @@ def test_an_instrument_slot_held_across_a_server_restart_can_be_released(
     env = _server_env(tmp_path, PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE=LEASE_STORAGE)
     api = f"{env['PREFECT_API_URL']}/v2/concurrency_limits"
     with _running_server(env):
-        httpx.post(f"{api}/", json={"name": "instrument-x", "limit": 1}, timeout=10)
-        held = httpx.post(
+        _post_as_prefect_does(f"{api}/", {"name": "instrument-x", "limit": 1})
+        held = _post_as_prefect_does(
             f"{api}/increment-with-lease",
-            json={"names": ["instrument-x"], "slots": 1, "lease_duration": 600},
-            timeout=10,
+            {"names": ["instrument-x"], "slots": 1, "lease_duration": 600},
         )
-        held.raise_for_status()
         lease_id = held.json()["lease_id"]
     with _running_server(env):
         assert httpx.get(f"{api}/instrument-x", timeout=10).json()["active_slots"] == 1
-        released = httpx.post(
-            f"{api}/decrement-with-lease", json={"lease_id": lease_id}, timeout=10
-        )
+        released = _post_as_prefect_does(f"{api}/decrement-with-lease", {"lease_id": lease_id})
         assert released.status_code == 204
         assert httpx.get(f"{api}/instrument-x", timeout=10).json()["active_slots"] == 0
