@@ -96,6 +96,12 @@ def sim(
     alpaca_port: Annotated[
         int, typer.Option(help="port of the Alpaca simulators (ASCOM's default: 11111)")
     ] = 11111,
+    stars: Annotated[
+        int, typer.Option(help="Gaussian stars per amplifier in light frames (guide cameras)")
+    ] = 0,
+    star_jitter: Annotated[
+        float, typer.Option(help="RMS shift of the stars from frame to frame, in pixels")
+    ] = 0.0,
 ) -> None:
     """Run simulated Archon controllers in the foreground until Ctrl-C (or SIGTERM).
 
@@ -112,7 +118,13 @@ def sim(
             fail(f"ACF not found: {path}")
     if not pixel_rate > 0:
         fail(f"--pixel-rate must be > 0, not {pixel_rate}")
+    if stars < 0 or not star_jitter >= 0:
+        fail(f"--stars and --star-jitter must be >= 0, not {stars} and {star_jitter}")
     ports = [0] * len(acfs) if port == 0 else [port + i for i in range(len(acfs))]
+    from devices.archon.sensor import SensorModel
+
+    # Each controller's stars differ (its seed is --seed + its place in the list).
+    sensor = SensorModel(stars=stars, star_jitter=star_jitter)
 
     async def serve_until_signal() -> None:
         # Explicit handlers: a process started in the background may inherit an
@@ -125,6 +137,7 @@ def sim(
                 seed=seed,
                 pixel_rate_hz=pixel_rate,
                 shared_shutter=True,
+                sensor=sensor,
             )
         )
         loop = asyncio.get_running_loop()
@@ -415,6 +428,38 @@ def flats(
     except ConfigError as exc:
         fail(str(exc))
     print_sequence_summary(result)
+
+
+@app.command()
+def guide(
+    file: Annotated[Path, typer.Argument(metavar="FILE", help="a guide exposure, YAML or JSON")],
+    instrument: InstrumentOption = DEFAULT_INSTRUMENT,
+    host: HostOption = None,
+    port: PortOption = None,
+    data: DataOption = None,
+) -> None:
+    """Guide and focus: many frames on the guide cameras at a fixed cadence, stamps of
+    the brightest (or given) stars archived per frame, a FITS guide file at the end."""
+    from flows.spec_files import load_guide_spec
+    from schemas.errors import ConfigError
+    from tasks.control.instrument import plan_instrument
+    from tasks.guide.plan import plan_guide
+
+    config = instrument_config(instrument, host, port, data)
+    try:
+        spec = load_guide_spec(file)
+        plan_guide(spec, config, plan_instrument(config))  # refused before Prefect starts
+    except ConfigError as exc:
+        fail(str(exc))
+    start_prefect()
+    from flows.guide import guide as guide_flow
+    from flows.guide_summary import print_guide_summary
+
+    try:
+        result = asyncio.run(guide_flow(spec, config))
+    except ConfigError as exc:
+        fail(str(exc))
+    print_guide_summary(result)
 
 
 @app.command()

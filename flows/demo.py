@@ -43,10 +43,13 @@ DEMO_SEQUENCE = SequenceSpec(
 
 
 async def _start_simulators(
-    acfs: list[Path], pixel_rate: float | None
+    acfs: list[Path], pixel_rate: float | None, stars: int = 0, star_jitter: float = 0.0
 ) -> tuple[asyncio.subprocess.Process, list[int]]:
-    """One simulator process for all controllers (they share one shutter)."""
+    """One simulator process for all controllers (they share one shutter); ``stars``
+    per amplifier in light frames (guide cameras), moved by ``star_jitter`` px rms."""
     rate = [] if pixel_rate is None else ["--pixel-rate", repr(pixel_rate)]
+    if stars:
+        rate += ["--stars", str(stars), "--star-jitter", repr(star_jitter)]
     acf_options = [option for acf in acfs for option in ("--acf", str(acf))]
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -91,12 +94,16 @@ async def _stop(process: asyncio.subprocess.Process) -> None:
 
 @contextlib.asynccontextmanager
 async def simulated_instrument(
-    config: InstrumentConfig, *, pixel_rate: float | None = None
+    config: InstrumentConfig,
+    *,
+    pixel_rate: float | None = None,
+    stars: int = 0,
+    star_jitter: float = 0.0,
 ) -> AsyncIterator[InstrumentConfig]:
     """Simulate every controller of ``config``; yield the config pointed at them."""
     data = config.model_dump()
     acfs = [Path(controller["acf"]) for controller in data["controllers"]]
-    process, ports = await _start_simulators(acfs, pixel_rate)
+    process, ports = await _start_simulators(acfs, pixel_rate, stars, star_jitter)
     try:
         for controller, port in zip(data["controllers"], ports, strict=True):
             controller["host"], controller["port"] = "127.0.0.1", port

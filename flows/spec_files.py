@@ -20,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from schemas.errors import ConfigError
 from schemas.exposure import CalibrationSpec, ExposureSpec, NightPlan, SequenceSpec
+from schemas.guide import GuideSpec
 from schemas.instrument import InstrumentConfig
 from schemas.observation import ObservationSpec
 from schemas.twilight import TwilightFlatSpec
@@ -93,6 +94,11 @@ def load_observation(path: Path) -> ObservationSpec:
 def load_twilight_flats(path: Path) -> TwilightFlatSpec:
     """A twilight flats file (YAML or JSON); ConfigError naming every bad field."""
     return _load_model(path, TwilightFlatSpec, "twilight flats")
+
+
+def load_guide_spec(path: Path) -> GuideSpec:
+    """A guide exposure file (YAML or JSON); ConfigError naming every bad field."""
+    return _load_model(path, GuideSpec, "guide spec")
 
 
 def _read_mapping(path: Path) -> dict[str, Any]:

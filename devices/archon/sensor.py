@@ -25,16 +25,26 @@ from devices.archon.acf import AcfConfig, tap_regions
 __all__ = [
     "ReadoutWindow",
     "SensorModel",
+    "StarField",
     "data_region",
     "flat_field",
     "readout_window",
     "render_frame",
+    "star_field",
 ]
 
 # Streams of the seed sequence that are not frames: the flat field must not change
 # from frame to frame, so it has its own stream keyed on the tap.
 _FLAT_STREAM = 0xF1A7
 _PRNU_TILE = 64
+# Stars sit still on the detector (their own stream per tap); the guiding error that
+# moves them is common to every tap of a frame (its own stream per frame).
+_STAR_STREAM = 0x57A2
+_JITTER_STREAM = 0x717E
+_STAR_MARGIN = 8
+"""No star is centred closer than this to a tap's edge: its light stays on the tap."""
+_PSF_RADIUS = 4.0
+"""A star's postage stamp reaches this many PSF sigmas from its centre."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +62,14 @@ class SensorModel:
     cosmic_electrons: float = 4000.0
     full_well: float = 150_000.0
     seed: int = 0
+    stars: int = 0
+    """Gaussian sources per tap, fixed on the detector (0: none, the default)."""
+    star_flux: tuple[float, float] = (2.0e4, 4.0e5)
+    """Range of the stars' fluxes in e-/s (log-uniform): a guide camera's field."""
+    psf_sigma: float = 1.5
+    """Gaussian PSF sigma in unbinned pixels."""
+    star_jitter: float = 0.0
+    """RMS per-frame shift of the whole star field in pixels (a guiding error)."""
 
     def __post_init__(self) -> None:
         if self.gain <= 0:
@@ -63,6 +81,10 @@ class SensorModel:
             raise ValueError("flat_gradient must be in [0, 0.5) and flat_prnu in [0, 0.1)")
         if self.seed < 0:
             raise ValueError("seed must be >= 0 (it seeds a numpy SeedSequence)")
+        if self.stars < 0 or self.star_jitter < 0:
+            raise ValueError("stars and star_jitter must be >= 0")
+        if not 0 < self.star_flux[0] <= self.star_flux[1] or not 0 < self.psf_sigma <= 20:
+            raise ValueError("star_flux must be 0 < low <= high, psf_sigma in (0, 20]")
 
     def bias_level(self, tap: int) -> float:
         """Bias of the tap at position ``tap`` in the ACF's tap order, in ADU."""
@@ -239,7 +261,7 @@ def render_frame(
     n_rows = acf.line_count if lines_read is None else max(0, min(lines_read, acf.line_count))
     data_shape = (min(acf.line_count, window.data_rows), min(acf.pixel_count, window.data_cols))
     rng = np.random.default_rng(np.random.SeedSequence([model.seed, frame_number]))
-    exposure = _Exposure(model, window, dark_seconds, light_seconds)
+    exposure = _Exposure(model, window, dark_seconds, light_seconds, frame_number)
     for tap, (rows, cols) in enumerate(tap_regions(acf)):
         block = buffer[rows, cols][:n_rows]
         _render_tap(block, tap, exposure, rng, data_shape)
@@ -254,6 +276,7 @@ class _Exposure:
     window: ReadoutWindow
     dark_seconds: float
     light_seconds: float
+    frame_number: int = 0
 
 
 def _render_tap(
@@ -304,11 +327,14 @@ def _signal(
     dark = np.float32(model.dark_current * exposure.dark_seconds)
     signal: npt.NDArray[np.float32] | np.float32 = np.minimum(dark, full_well) * binned
     rows, cols = shape
-    if exposure.light_seconds > 0 and model.illumination > 0 and rows and cols:
+    lit = model.illumination > 0 or model.stars > 0
+    if exposure.light_seconds > 0 and lit and rows and cols:
         flux = np.float32(model.illumination * exposure.light_seconds)
         r0, c0 = window.preskip_lines, window.preskip_pixels
         flat = flat_field(model, tap, window.ccd_shape)
         charge = flat[r0 : r0 + rows * window.vbin, c0 : c0 + cols * window.hbin] * flux + dark
+        if model.stars:
+            _add_stars(charge, tap, exposure, (r0, c0))
         np.minimum(charge, full_well, out=charge)
         signal = _bin(charge, window.vbin, window.hbin)
     area = rows * window.vbin * cols * window.hbin
@@ -319,6 +345,70 @@ def _signal(
         _add_cosmics(signal, rng, hits, model.cosmic_electrons)
         np.minimum(signal, full_well * binned, out=signal)
     return signal
+
+
+@dataclass(frozen=True, slots=True)
+class StarField:
+    """Stars of one tap: centres in unbinned CCD pixels of the tap's image area (x along
+    the readout's pixels, y along its lines; pixel ``i`` spans ``[i - 0.5, i + 0.5)``)
+    and fluxes in e-/s."""
+
+    x: npt.NDArray[np.float64]
+    y: npt.NDArray[np.float64]
+    flux: npt.NDArray[np.float64]
+
+
+def star_field(model: SensorModel, tap: int, ccd_shape: tuple[int, int]) -> StarField:
+    """The ``model.stars`` stars of ``tap`` on an image area of ``ccd_shape`` (lines,
+    pixels): the same for every frame, so a test knows where the simulator's stars are."""
+    rng = np.random.default_rng(np.random.SeedSequence([model.seed, _STAR_STREAM, tap]))
+    lines, pixels = ccd_shape
+    count = model.stars if min(lines, pixels) > 2 * _STAR_MARGIN else 0
+    x = rng.uniform(_STAR_MARGIN, pixels - _STAR_MARGIN, count)
+    y = rng.uniform(_STAR_MARGIN, lines - _STAR_MARGIN, count)
+    low, high = model.star_flux
+    flux = np.exp(rng.uniform(math.log(low), math.log(high), count))
+    return StarField(x, y, flux)
+
+
+def _jitter(model: SensorModel, frame_number: int) -> tuple[float, float]:
+    """This frame's (dx, dy) shift of the whole field: the telescope's guiding error."""
+    if model.star_jitter == 0:
+        return 0.0, 0.0
+    rng = np.random.default_rng(np.random.SeedSequence([model.seed, _JITTER_STREAM, frame_number]))
+    dx, dy = rng.normal(0.0, model.star_jitter, 2)
+    return float(dx), float(dy)
+
+
+def _add_stars(
+    charge: npt.NDArray[np.float32], tap: int, exposure: _Exposure, origin: tuple[int, int]
+) -> None:
+    """Add each star's light as a small Gaussian postage stamp (never a full-frame one).
+
+    ``charge`` is the unbinned part of the tap's image area that is read, starting at
+    ``origin`` (the skipped lines and pixels); a stamp's pixels outside it are dropped.
+    """
+    model = exposure.model
+    stars = star_field(model, tap, exposure.window.ccd_shape)
+    if not stars.x.size:
+        return
+    dx, dy = _jitter(model, exposure.frame_number)
+    x, y = stars.x + dx, stars.y + dy
+    radius = math.ceil(_PSF_RADIUS * model.psf_sigma)
+    offsets = np.arange(-radius, radius + 1)
+    cx, cy = np.rint(x).astype(np.int64), np.rint(y).astype(np.int64)
+    cols = cx[:, None] + offsets  # (stars, 2r+1)
+    rows = cy[:, None] + offsets
+    profile_x = np.exp(-0.5 * ((cols - x[:, None]) / model.psf_sigma) ** 2)
+    profile_y = np.exp(-0.5 * ((rows - y[:, None]) / model.psf_sigma) ** 2)
+    profile_x /= profile_x.sum(axis=1, keepdims=True)
+    profile_y /= profile_y.sum(axis=1, keepdims=True)
+    electrons = stars.flux * exposure.light_seconds
+    light = electrons[:, None, None] * profile_y[:, :, None] * profile_x[:, None, :]
+    r = np.broadcast_to((rows - origin[0])[:, :, None], light.shape)
+    c = np.broadcast_to((cols - origin[1])[:, None, :], light.shape)
+    inside = (r >= 0) & (r < charge.shape[0]) & (c >= 0) & (c < charge.shape[1])
+    np.add.at(charge, (r[inside], c[inside]), light[inside].astype(np.float32))
 
 
 def _bin(charge: npt.NDArray[np.float32], vbin: int, hbin: int) -> npt.NDArray[np.float32]:
