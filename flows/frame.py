@@ -44,6 +44,7 @@ from tasks.durable.savepoint import (
 )
 from tasks.expose import expose
 from tasks.fetch import fetch
+from tasks.files.quicklook_png import QuickLook, write_quicklook
 from tasks.flush import flush
 from tasks.headers.header import ExposureFacts
 from tasks.headers.telemetry import Reader, Snapshot, take_snapshot
@@ -51,6 +52,7 @@ from tasks.post_process import ReadoutNumbers, processed_shape
 from tasks.processing.ccd_products import build_products
 from tasks.processing.ccd_work import process_exposure_on_dask, supports_layout
 from tasks.processing.masters import master_problems
+from tasks.processing.quicklook import MosaicPlan, Thumbnail, plan_mosaic, thumbnails_of
 from tasks.processing.stack import combine
 from tasks.readout import readout
 from tasks.write import CcdProduct, exposure_paths, write_exposure
@@ -415,7 +417,9 @@ async def finish(
 
     With a Dask client (and one file per CCD, one frame, no HDF5 archive, which needs
     the pixels here), each CCD is processed and written on a worker that receives only
-    that CCD's pixels and returns metadata; otherwise here, in worker threads.
+    that CCD's pixels and returns metadata; otherwise here, in worker threads. A
+    quick-look PNG (``storage.quicklook``) comes last, from thumbnails made where the
+    pixels are.
     """
     logger = get_run_logger()
     spec, plan, clock, expnum, now = (
@@ -458,12 +462,17 @@ async def finish(
         else (),
     )
     archive_path = None
+    mosaic = _mosaic_plan(plan, spec, instrument)
+    products: list[CcdProduct] = []
+    thumbnails: list[Thumbnail] = []
     on_workers = len(frames) == 1 and archiver is None and supports_layout(instrument)
     if dask_client is not None and on_workers:
         client = dask_client
-        records, stats = await clock.run(
+        records, stats, thumbnails = await clock.run(
             "process_write",
-            lambda: _process_and_write_on_dask(client, first, names, plan, facts, instrument, now),
+            lambda: _process_and_write_on_dask(
+                client, first, names, plan, facts, instrument, now, mosaic
+            ),
         )
     else:
         products = await _ccd_products(names, frames, plan, spec, clock, instrument)
@@ -481,6 +490,14 @@ async def finish(
             archive_path = await clock.run(
                 "archive", lambda: archive(archiver, products, facts, now)
             )
+    quicklook_url = None
+    if mosaic is not None:
+        cut = mosaic
+        made = await clock.run(
+            "quicklook", lambda: _quick_look(products, thumbnails, cut, facts, instrument, now)
+        )
+        if made is not None:
+            records, quicklook_url = [*records, made.record], made.url
     summary = facts.time_summary(instrument.exptime_tolerance_s)
     if summary.flagged:
         logger.warning(
@@ -514,7 +531,45 @@ async def finish(
         finished_at=datetime.now(UTC),
         timings=clock.seconds,
         stats=stats,
+        quicklook_url=quicklook_url,
     )
+
+
+def _mosaic_plan(
+    plan: ExposurePlan, spec: ExposureSpec, instrument: InstrumentConfig
+) -> MosaicPlan | None:
+    """How this exposure's quick-look is cut; None when the instrument makes none."""
+    if not instrument.storage.quicklook:
+        return None
+    placements = [p for camera in plan.plans.values() for p in camera.placements]
+    binning = (spec.binning.x, spec.binning.y)
+    return plan_mosaic(placements, binning, instrument.storage.quicklook_size)
+
+
+async def _quick_look(
+    products: list[CcdProduct],
+    thumbnails: list[Thumbnail],
+    mosaic: MosaicPlan,
+    facts: ExposureFacts,
+    instrument: InstrumentConfig,
+    when: datetime,
+) -> QuickLook | None:
+    """The exposure's PNG, in a thread, once its FITS files are written: from the
+    workers' ``thumbnails``, or from ``products`` here. A failure is logged and the
+    exposure goes on without it: the FITS files are what matter."""
+
+    def make() -> QuickLook:
+        every = [*thumbnails, *thumbnails_of(products, mosaic)]
+        kind = facts.spec.image_type.value
+        return write_quicklook(every, mosaic, instrument, facts.expnum, kind, when)
+
+    try:
+        return await asyncio.to_thread(make)
+    except Exception as exc:
+        get_run_logger().error(
+            "exposure %d: no quick-look PNG (%s: %s)", facts.expnum, type(exc).__name__, exc
+        )
+        return None
 
 
 async def _ccd_products(
@@ -558,9 +613,10 @@ async def _process_and_write_on_dask(
     facts: ExposureFacts,
     instrument: InstrumentConfig,
     when: datetime,
-) -> tuple[list[FileRecord], dict[str, dict[str, float]]]:
+    mosaic: MosaicPlan | None,
+) -> tuple[list[FileRecord], dict[str, dict[str, float]], list[Thumbnail]]:
     """Every controller's CCDs on the Dask workers; the files' records and each CCD's
-    quick-look statistics come back."""
+    quick-look statistics (and thumbnail, given a ``mosaic``) come back."""
     logger = get_run_logger()
     outcomes = await asyncio.gather(
         *(
@@ -572,17 +628,23 @@ async def _process_and_write_on_dask(
                 instrument,
                 when,
                 frame.buffers[name],
+                mosaic,
             )
             for name in names
         )
     )
     records: list[FileRecord] = []
     stats = {}
+    thumbnails: list[Thumbnail] = []
     for outcome in (o for per_controller in outcomes for o in per_controller):
         for warning in outcome.warnings:
             logger.warning("header card left empty: %s", warning)
         records += outcome.files
         stats[outcome.files[0].ccd] = outcome.stats
+        if outcome.thumbnail is not None:
+            thumbnails.append(outcome.thumbnail)
+        if outcome.thumbnail_problem is not None:
+            logger.error("quick-look thumbnail left blank: %s", outcome.thumbnail_problem)
     # Raw files first, then processed, as the serial path lists them.
     records.sort(key=lambda record: list(instrument.storage.products).index(record.product))
-    return records, stats
+    return records, stats, thumbnails

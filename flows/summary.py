@@ -65,7 +65,7 @@ def print_sequence_summary(result: SequenceResult, console: Console | None = Non
         numbers = ", ".join(str(r.expnum) for r in result.rejected)
         console.print(f"written but not kept (marked in their headers): {numbers}")
     folders = sorted({str(r.path.parent) for e in result.exposures for r in e.files})
-    n_files = sum(len(e.files) for e in result.exposures)
+    n_files = sum(r.product is not Product.QUICKLOOK for e in result.exposures for r in e.files)
     if n_files:
         console.print(
             f"{n_files} FITS files in {', '.join(folders)}; sequence took {result.elapsed_s:.1f} s"
@@ -76,6 +76,9 @@ def print_sequence_summary(result: SequenceResult, console: Console | None = Non
         first = result.exposures[0]
         for product in dict.fromkeys(record.product for record in first.files):
             mine = [record for record in first.files if record.product is product]
+            if product is Product.QUICKLOOK:
+                console.print(f"  quick-look PNG of the mosaic, e.g. {mine[0].path.name}")
+                continue
             what = "raw frame as read" if product is Product.RAW else "processed image"
             ccds = ", ".join(record.ccd for record in mine)
             console.print(f"  {what} per CCD ({ccds}), e.g. {mine[0].path.name}")

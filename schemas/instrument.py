@@ -222,6 +222,9 @@ class StorageConfig(FormModel):
     named by ``file_template``. ``processed`` adds the post-processed image (the
     ``processing:`` chain) beside it, named by ``processed_template``. Turning ``raw``
     off must be said explicitly and is warned about: the ADU as read are then gone.
+    ``quicklook`` adds a PNG of the whole mosaic per exposure beside its FITS files
+    (``{instrument}-{expnum:08d}.png``); ``url_base`` says where ``data_root`` is served,
+    so the run's summary can link each one.
     """
 
     data_root: Path = Field(default=Path("data"))
@@ -239,6 +242,22 @@ class StorageConfig(FormModel):
     timezone: str = Field(default="UTC", description="IANA zone of the observatory")
     night_rollover: time = Field(default=time(12, 0), description="local time a night starts")
     manifest: bool = Field(default=True, description="per-night SHA256SUMS file")
+    quicklook: bool = Field(
+        default=False,
+        description="also write a PNG per exposure: every CCD in its mosaic place, zscaled, "
+        "science pixels only (processed image if written, else raw minus overscan)",
+    )
+    quicklook_size: int = Field(
+        default=1024,
+        ge=64,
+        le=8192,
+        description="[px] longest side of the quick-look PNG at most (CCDs block-averaged)",
+    )
+    url_base: AnyHttpUrl | None = Field(
+        default=None,
+        description="where the data folder (data_root) is served; the run's summary links "
+        "each exposure's quick-look under it",
+    )
 
     @field_validator("timezone")
     @classmethod

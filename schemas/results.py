@@ -20,7 +20,9 @@ class FileRecord(BaseModel):
     ccd: str
     sha256: str
     nbytes: int
-    product: Product = Field(default=Product.RAW, description="raw frame or processed image")
+    product: Product = Field(
+        default=Product.RAW, description="raw frame, processed image or quick-look PNG"
+    )
 
 
 class ExposureResult(BaseModel):
@@ -58,6 +60,11 @@ class ExposureResult(BaseModel):
     stats: dict[str, dict[str, float]] = Field(
         default_factory=dict,
         description="quick-look statistics per CCD: mean, median, std, saturated ...",
+    )
+    quicklook_url: str | None = Field(
+        default=None,
+        description="where the exposure's quick-look PNG is served (storage.url_base), "
+        "for the run's summary to link; None without a url_base or a PNG",
     )
 
 

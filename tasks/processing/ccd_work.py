@@ -6,7 +6,9 @@ the client: serialization then sends only those bytes), builds its raw frame and
 when configured, its processed image (tasks/processing/ccd_products.py), writes the CCD's files
 with :func:`tasks.write.write_exposure_files` (the same names, headers, checksums and
 manifest as the serial path: the same cards and pixels) and returns a
-:class:`CcdOutcome` of a few hundred bytes.
+:class:`CcdOutcome` of a few hundred bytes, plus the CCD's quick-look thumbnail when
+the instrument makes quick-looks (tasks/processing/quicklook.py: block-averaged to at
+most ``storage.quicklook_size`` pixels across the whole mosaic).
 
 Only the per-CCD file layout runs here. A multi-extension file holds every CCD of the
 exposure in one file written atomically (temp file, fsync, link), so either the
@@ -38,6 +40,7 @@ from schemas.results import FileRecord
 from tasks.control.instrument import ControllerPlan
 from tasks.headers.header import ExposureFacts
 from tasks.processing.ccd_products import CcdSource, ccd_slice, products_of
+from tasks.processing.quicklook import MosaicPlan, Thumbnail, ccd_thumbnail
 from tasks.processing.raw_frames import region_in_slice
 from tasks.write import CcdProduct, write_exposure_files
 
@@ -51,7 +54,8 @@ RawPixels = npt.NDArray[np.uint16] | npt.NDArray[np.uint32]
 
 @dataclass(frozen=True, slots=True)
 class CcdOutcome:
-    """What a worker reports for one CCD: its file and quick-look numbers, no pixels."""
+    """What a worker reports for one CCD: its files and quick-look numbers, and no
+    pixels but a small quick-look thumbnail when one was asked for."""
 
     files: tuple[FileRecord, ...]
     """One per product written (raw first)."""
@@ -60,6 +64,9 @@ class CcdOutcome:
     seconds: float
     warnings: tuple[str, ...]
     """Header cards left empty (missing telemetry), for the flow to log."""
+    thumbnail: Thumbnail | None = None
+    thumbnail_problem: str | None = None
+    """Why no thumbnail was made when one was asked for (the files are written anyway)."""
 
 
 def supports_layout(instrument: InstrumentConfig) -> bool:
@@ -84,14 +91,22 @@ def process_and_write_ccd(
     facts: ExposureFacts,
     instrument: InstrumentConfig,
     when: datetime,
+    quicklook: MosaicPlan | None = None,
 ) -> CcdOutcome:
     """Runs on a worker: build one CCD's products from its slice of the buffer
-    (:func:`tasks.processing.ccd_products.ccd_slice`) and write their files."""
+    (:func:`tasks.processing.ccd_products.ccd_slice`) and write their files; then,
+    given a ``quicklook`` plan, its thumbnail (a failure there spares the files)."""
     require_supported_layout(instrument)
     start = time.perf_counter()
     raw_ccd, image = products_of(raw, source, facts.spec, instrument.storage, instrument.processing)
     product = CcdProduct(source.ccd, controller, buffer, raw=(raw_ccd,), image=image)
     records, warnings = write_exposure_files([product], facts, instrument, when)
+    thumbnail, problem = None, None
+    if quicklook is not None:
+        try:
+            thumbnail = ccd_thumbnail(product, quicklook)
+        except Exception as exc:  # the CCD's files are written: they are what matters
+            problem = f"{source.ccd.name}: {type(exc).__name__}: {exc}"
     return CcdOutcome(
         files=tuple(records),
         stats=product.stats,
@@ -100,6 +115,8 @@ def process_and_write_ccd(
         else {},
         seconds=time.perf_counter() - start,
         warnings=tuple(warnings),
+        thumbnail=thumbnail,
+        thumbnail_problem=problem,
     )
 
 
@@ -137,6 +154,7 @@ def _submit(
     instrument: InstrumentConfig,
     when: datetime,
     buffer_number: int,
+    quicklook: MosaicPlan | None,
 ) -> list[Future[CcdOutcome]]:
     """Scatter each CCD's slice to a worker and submit its task there (blocking)."""
     sources = [CcdSource(i, ccd, plan) for i, ccd in enumerate(plan.config.ccds)]
@@ -155,6 +173,7 @@ def _submit(
             facts,
             instrument,
             when,
+            quicklook,
             # Readable in the dashboard; unique, because a retried exposure must run again.
             key=f"ccd-{instrument.name}-{facts.expnum:08d}-{source.ccd.name}-{tag}",
         )
@@ -170,8 +189,10 @@ async def process_exposure_on_dask(
     instrument: InstrumentConfig,
     when: datetime,
     buffer_number: int,
+    quicklook: MosaicPlan | None = None,
 ) -> list[CcdOutcome]:
-    """Process and write every CCD of one controller's buffer on ``client``'s workers.
+    """Process and write every CCD of one controller's buffer on ``client``'s workers
+    (and each one's quick-look thumbnail there, given a ``quicklook`` plan).
 
     ``client`` is a synchronous distributed.Client (see tasks/processing/dask_cluster.py): its
     calls block, so they run in a thread and the event loop stays free. Outcomes come
@@ -180,7 +201,7 @@ async def process_exposure_on_dask(
     """
     instrument = _checked(buffer, plan, facts, instrument)
     futures = await asyncio.to_thread(
-        _submit, client, buffer, plan, facts, instrument, when, buffer_number
+        _submit, client, buffer, plan, facts, instrument, when, buffer_number, quicklook
     )
     try:
         outcomes: list[CcdOutcome] = await asyncio.to_thread(client.gather, futures)

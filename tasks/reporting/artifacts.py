@@ -6,7 +6,8 @@ a persisted result may sit where the reader cannot see it). Three per sequence:
 
 - ``progress-<name>``: a progress bar, "exposure i of N", updated as exposures finish;
 - ``exposures-<name>``: a table, one row per exposure (files, digests, stage timings);
-- ``summary-<name>``: markdown with counts, median stage timings and quick-look stats.
+- ``summary-<name>``: markdown with counts, median stage timings and quick-look stats,
+  and a link to each exposure's quick-look PNG where ``storage.url_base`` serves them.
 
 Keys are versioned by Prefect: the latest run of a sequence is what the Artifacts page
 shows, every run keeps its own. Artifacts are a report, never part of the data path: a
@@ -58,6 +59,10 @@ MAX_KEY_LENGTH = 64
 SHA256_SHORT = 12
 MAX_STATS_ROWS = 200
 """Quick-look rows shown in the summary; a long calibration set would drown the page."""
+MAX_QUICKLOOK_LINKS = 200
+"""Quick-look PNGs linked from the summary, for the same reason."""
+QUICKLOOK_COLUMN = "quicklook"
+"""Table column with each exposure's quick-look URL (only when they are served)."""
 
 Cell = str | int | float | None
 
@@ -174,6 +179,7 @@ def exposure_rows(result: SequenceResult) -> list[dict[str, Cell]]:
     """One row per exposure, every row with the same columns (a stage an exposure did
     not run is None), so the UI draws one table and the history can count files."""
     stages = _stages(result)
+    linked = any(exposure.quicklook_url for exposure in result.exposures)
     rows: list[dict[str, Cell]] = []
     for exposure in result.exposures:
         row: dict[str, Cell] = {
@@ -186,7 +192,10 @@ def exposure_rows(result: SequenceResult) -> list[dict[str, Cell]]:
             "time_source": exposure.time_source,
             "exptime_flagged": exposure.exptime_flagged,
             "files": ", ".join(record.path.name for record in exposure.files),
-            FILE_COUNT_COLUMN: len(exposure.files),
+            # FITS files only: the history reads them as raw + processed.
+            FILE_COUNT_COLUMN: sum(
+                record.product is not Product.QUICKLOOK for record in exposure.files
+            ),
             PROCESSED_COUNT_COLUMN: sum(
                 record.product is Product.PROCESSED for record in exposure.files
             ),
@@ -197,6 +206,8 @@ def exposure_rows(result: SequenceResult) -> list[dict[str, Cell]]:
             row[f"{stage}_s"] = None if seconds is None else round(seconds, 3)
         row["total_s"] = round(sum(exposure.timings.values()), 3)
         row["missing"] = "; ".join(f"{name}: {why}" for name, why in exposure.missing.items())
+        if linked:
+            row[QUICKLOOK_COLUMN] = exposure.quicklook_url
         rows.append(row)
     return rows
 
@@ -244,6 +255,7 @@ def summary_markdown(result: SequenceResult) -> str:
             f"**{len(partial)} exposures without controllers**: {_md(', '.join(names))}",
         ]
     lines += _stage_lines(result)
+    lines += _quicklook_lines(result)
     lines += _stats_lines(result)
     lines += _master_lines(result)
     return "\n".join(lines) + "\n"
@@ -257,6 +269,26 @@ def _stage_lines(result: SequenceResult) -> list[str]:
     for stage in stages:
         seconds = [e.timings[stage] for e in result.exposures if stage in e.timings]
         lines.append(f"| {stage} | {statistics.median(seconds):.3f} | {max(seconds):.3f} |")
+    return lines
+
+
+def _quicklook_lines(result: SequenceResult) -> list[str]:
+    """A link to each exposure's quick-look PNG; nothing when none is served (a path on
+    the instrument's disk would be a dead link in a browser)."""
+    linked = [e for e in result.exposures if e.quicklook_url]
+    if not linked:
+        return []
+    lines = ["", "#### Quick-look images", ""]
+    for exposure in linked[:MAX_QUICKLOOK_LINKS]:
+        name = next(
+            (r.path.name for r in exposure.files if r.product is Product.QUICKLOOK), "quick-look"
+        )
+        lines.append(
+            f"- {exposure.expnum} ({exposure.image_type.value}): "
+            f"[{_md(name)}]({exposure.quicklook_url})"
+        )
+    if len(linked) > MAX_QUICKLOOK_LINKS:
+        lines += ["", f"(first {MAX_QUICKLOOK_LINKS} of {len(linked)} exposures)"]
     return lines
 
 
