@@ -18,6 +18,7 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ from tasks.control.instrument import ControllerSession, open_instrument, plan_in
 from tasks.durable.instrument_lock import instrument_lock
 from tasks.durable.numbering import next_exposure_number
 from tasks.guide.archive import CameraLayout, CameraRow, GuideArchive
-from tasks.guide.cycle import CameraFrame, read_all
+from tasks.guide.cycle import CameraFrame, CameraOutcome, read_all
 from tasks.guide.guide_file import GuideFacts, guide_paths, publish_guide_files
 from tasks.guide.plan import GuidePlan, plan_guide
 from tasks.guide.sources import find_sources
@@ -161,21 +162,61 @@ def _layouts(
 
 
 def _usable(
-    frames: dict[str, CameraFrame | Exception],
+    outcomes: dict[str, CameraOutcome | Exception],
     index: int,
     policy: FailurePolicy,
     first: bool,
-) -> dict[str, CameraFrame]:
-    """The frames that came; a camera's error fails the run under the ``fail`` policy
-    (and on the first frame, which every camera's regions come from)."""
+) -> dict[str, CameraOutcome]:
+    """The cameras' frames that came; a camera's error fails the run under the
+    ``fail`` policy (and on the first frame, which every camera's regions come from)."""
     logger = get_run_logger()
-    good = {name: f for name, f in frames.items() if isinstance(f, CameraFrame)}
-    for name, outcome in frames.items():
+    for name, outcome in outcomes.items():
         if isinstance(outcome, Exception):
             if policy is FailurePolicy.FAIL or first:
                 raise outcome
             logger.error("guide frame %d: %s dropped it: %s", index, name, outcome)
-    return good
+    return {name: o for name, o in outcomes.items() if isinstance(o, CameraOutcome)}
+
+
+async def _first_frame(
+    spec: GuideSpec,
+    plan: GuidePlan,
+    sessions: list[ControllerSession],
+    instrument: InstrumentConfig,
+    archive_path: Path,
+    attributes: dict[str, str | int | float],
+    run: _Run,
+) -> tuple[dict[str, CameraFrame], GuideArchive]:
+    """The first frame on every camera together: its regions (when found here) and
+    the archive they shape."""
+    outcomes = await read_all(sessions, spec.exptime)
+    frames = {n: o.frame for n, o in _usable(outcomes, 0, FailurePolicy.FAIL, True).items()}
+    if run.rois is None:
+        run.rois = await asyncio.to_thread(_find_rois, spec, plan, frames)
+    layouts = _layouts(spec, plan, run.rois, frames)
+    columns = ["ccdtemp", *header_columns(instrument)]
+    archive = await asyncio.to_thread(
+        GuideArchive.create, archive_path, layouts, columns, attributes
+    )
+    run.date_obs = min(f.date_obs for f in frames.values())
+    return frames, archive
+
+
+async def _archive_one(
+    spec: GuideSpec,
+    plan: GuidePlan,
+    instrument: InstrumentConfig,
+    archive: GuideArchive,
+    rois: dict[str, list[RoiCentre]],
+    index: int,
+    lag: float,
+    late: bool,
+    name: str,
+    frame: CameraFrame,
+) -> float:
+    """Archive one camera's stamps of a frame; its latency in seconds."""
+    rows = _camera_rows(spec, plan, instrument, rois, {name: frame}, index, lag, late)
+    return (await asyncio.to_thread(archive.append, rows))[name]
 
 
 async def _frames(
@@ -187,8 +228,12 @@ async def _frames(
     attributes: dict[str, str | int | float],
     run: _Run,
 ) -> None:
-    """Take every frame on the cadence grid into ``run.archive`` (created at the
-    first frame, once the stamps' number and the pixels' type are known)."""
+    """Take every frame on the cadence grid into ``run.archive``.
+
+    The first frame is read on every camera before anything is archived (the
+    regions and the archive's shape come from it); from then on each camera archives
+    its stamps the moment its own frame is fetched.
+    """
     logger = get_run_logger()
     grid = CadenceGrid(spec.cadence_s)
     for index in range(spec.frames):
@@ -197,20 +242,23 @@ async def _frames(
         if late:
             run.late += 1
             logger.warning("guide frame %d starts %.0f ms late", index, lag * 1000)
-        outcomes = await read_all(sessions, spec.exptime)
-        frames = _usable(outcomes, index, instrument.on_controller_failure, run.archive is None)
-        if run.rois is None:
-            run.rois = await asyncio.to_thread(_find_rois, spec, plan, frames)
         if run.archive is None:
-            layouts = _layouts(spec, plan, run.rois, frames)
-            columns = ["ccdtemp", *header_columns(instrument)]
-            run.archive = await asyncio.to_thread(
-                GuideArchive.create, archive_path, layouts, columns, attributes
+            frames, run.archive = await _first_frame(
+                spec, plan, sessions, instrument, archive_path, attributes, run
             )
-            run.date_obs = min(f.date_obs for f in frames.values())
-        rows = _camera_rows(spec, plan, instrument, run.rois, frames, index, lag, late)
-        latencies = await asyncio.to_thread(run.archive.append, rows)
-        if len(frames) == len(plan.cameras):
+            assert run.rois is not None
+            rows = _camera_rows(spec, plan, instrument, run.rois, frames, index, lag, late)
+            latencies = await asyncio.to_thread(run.archive.append, rows)
+        else:
+            assert run.rois is not None
+            archive_one = partial(
+                _archive_one, spec, plan, instrument, run.archive, run.rois, index, lag, late
+            )
+            outcomes = await read_all(sessions, spec.exptime, archive_one)
+            policy = instrument.on_controller_failure
+            usable = _usable(outcomes, index, policy, False)
+            latencies = {name: o.after or 0.0 for name, o in usable.items()}
+        if len(latencies) == len(plan.cameras):
             run.taken += 1
             run.latencies.append(max(latencies.values()))
         else:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -88,21 +88,43 @@ async def read_camera(session: ControllerSession, exptime: float) -> CameraFrame
     )
 
 
+AfterFetch = Callable[[str, CameraFrame], Awaitable[float | None]]
+"""Called in a camera's own chain with its frame, the moment it is fetched (the flow
+archives the stamps there: a camera never waits for the others' fetches)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CameraOutcome:
+    """A camera's frame and what ``after`` returned for it (the flow: its latency)."""
+
+    frame: CameraFrame
+    after: float | None
+
+
+async def _chain(
+    session: ControllerSession, exptime: float, after: AfterFetch | None
+) -> CameraOutcome:
+    frame = await read_camera(session, exptime)
+    done = None if after is None else await after(session.plan.config.name, frame)
+    return CameraOutcome(frame, done)
+
+
 async def read_all(
-    sessions: list[ControllerSession], exptime: float
-) -> dict[str, CameraFrame | Exception]:
-    """Every camera's frame (or the error it met), all cameras at once.
+    sessions: list[ControllerSession], exptime: float, after: AfterFetch | None = None
+) -> dict[str, CameraOutcome | Exception]:
+    """Every camera's frame (or the error it met), all cameras at once, each followed
+    by ``after`` in its own chain.
 
     Cancellation propagates (each camera's expose aborts, shutter closed); an error of
     one camera does not stop the others' frames: the caller applies the instrument's
     failure policy.
     """
     outcomes = await asyncio.gather(
-        *(read_camera(session, exptime) for session in sessions), return_exceptions=True
+        *(_chain(session, exptime, after) for session in sessions), return_exceptions=True
     )
-    frames: dict[str, CameraFrame | Exception] = {}
+    frames: dict[str, CameraOutcome | Exception] = {}
     for session, outcome in zip(sessions, outcomes, strict=True):
-        if isinstance(outcome, Exception | CameraFrame):
+        if isinstance(outcome, Exception | CameraOutcome):
             frames[session.plan.config.name] = outcome
         else:
             raise outcome
