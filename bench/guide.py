@@ -136,11 +136,17 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=300)
     parser.add_argument("--cadence", type=float, default=1.0, help="seconds between frames")
     parser.add_argument("--exptime", type=float, default=0.2, help="seconds per frame")
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=RESULTS / "guide.json",
+        help="where the figures go (bench/scale.py runs this beside a science sequence)",
+    )
     args = parser.parse_args()
     configure_prefect()
     report = asyncio.run(run(args.frames, cadence_s=args.cadence, exptime=args.exptime))
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / "guide.json"
+    out: Path = args.json
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     print_table(report)
     print(f"JSON: {out}")

@@ -102,6 +102,14 @@ def sim(
     star_jitter: Annotated[
         float, typer.Option(help="RMS shift of the stars from frame to frame, in pixels")
     ] = 0.0,
+    reuse_frames: Annotated[
+        bool,
+        typer.Option(
+            "--reuse-frames",
+            help="render each kind of frame once, then serve it shifted (benchmarks: "
+            "the host's CPU stays with the pipeline)",
+        ),
+    ] = False,
 ) -> None:
     """Run simulated Archon controllers in the foreground until Ctrl-C (or SIGTERM).
 
@@ -138,6 +146,7 @@ def sim(
                 pixel_rate_hz=pixel_rate,
                 shared_shutter=True,
                 sensor=sensor,
+                reuse_frames=reuse_frames,
             )
         )
         loop = asyncio.get_running_loop()

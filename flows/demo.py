@@ -43,13 +43,19 @@ DEMO_SEQUENCE = SequenceSpec(
 
 
 async def _start_simulators(
-    acfs: list[Path], pixel_rate: float | None, stars: int = 0, star_jitter: float = 0.0
+    acfs: list[Path],
+    pixel_rate: float | None,
+    stars: int = 0,
+    star_jitter: float = 0.0,
+    reuse_frames: bool = False,
 ) -> tuple[asyncio.subprocess.Process, list[int]]:
     """One simulator process for all controllers (they share one shutter); ``stars``
     per amplifier in light frames (guide cameras), moved by ``star_jitter`` px rms."""
     rate = [] if pixel_rate is None else ["--pixel-rate", repr(pixel_rate)]
     if stars:
         rate += ["--stars", str(stars), "--star-jitter", repr(star_jitter)]
+    if reuse_frames:
+        rate.append("--reuse-frames")
     acf_options = [option for acf in acfs for option in ("--acf", str(acf))]
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -99,11 +105,15 @@ async def simulated_instrument(
     pixel_rate: float | None = None,
     stars: int = 0,
     star_jitter: float = 0.0,
+    reuse_frames: bool = False,
 ) -> AsyncIterator[InstrumentConfig]:
-    """Simulate every controller of ``config``; yield the config pointed at them."""
+    """Simulate every controller of ``config``; yield the config pointed at them.
+
+    ``reuse_frames``: the simulator renders each kind of frame once (benchmarks of
+    large instruments; devices/archon/simulator/reused_frames.py)."""
     data = config.model_dump()
     acfs = [Path(controller["acf"]) for controller in data["controllers"]]
-    process, ports = await _start_simulators(acfs, pixel_rate, stars, star_jitter)
+    process, ports = await _start_simulators(acfs, pixel_rate, stars, star_jitter, reuse_frames)
     try:
         for controller, port in zip(data["controllers"], ports, strict=True):
             controller["host"], controller["port"] = "127.0.0.1", port

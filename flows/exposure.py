@@ -53,7 +53,12 @@ from tasks.durable.journal import SequenceJournal
 from tasks.durable.savepoint import remove_savepoint
 from tasks.processing.ccd_work import supports_layout
 from tasks.processing.dask_cluster import open_client
-from tasks.reporting.artifacts import publish_results, start_progress, update_progress
+from tasks.reporting.artifacts import (
+    HELD_NOTICE_S,
+    publish_results,
+    start_progress,
+    update_progress,
+)
 from tasks.send import send
 from tasks.write import planned_files
 
@@ -105,6 +110,21 @@ class RunPlan:
             journal.close()
         night = instrument.storage.night_rule.folder(datetime.now(UTC))
         return cls(journal, journal.resume(night))
+
+
+def lag_note(result: ExposureResult) -> str | None:
+    """How far an exposure's files lagged its readout, and how long its integration
+    was held back by the previous exposure's finishing (the progress artifact's note)."""
+    parts = []
+    if result.files_after_readout_s is not None:
+        parts.append(
+            f"exposure {result.expnum} on disk {result.files_after_readout_s:.1f} s "
+            "after its readout"
+        )
+    held = result.timings.get("held", 0.0)
+    if held > HELD_NOTICE_S:
+        parts.append(f"its integration held {held:.1f} s by finishing")
+    return ", ".join(parts) or None
 
 
 def _always() -> str | None:
@@ -216,7 +236,7 @@ async def take_all(
                 asyncio.ensure_future(send(instrument, metadata, files, products=kinds))
             )
         logger.info("%s: %d of %d exposures done", name, len(results), total)
-        await update_progress(progress, len(results), total)
+        await update_progress(progress, len(results), total, note=lag_note(result))
 
     async def finished(index: int, job: Awaitable[ExposureResult]) -> None:
         """Journal the exposure the moment its files are written (the save-point goes)."""
@@ -228,17 +248,34 @@ async def take_all(
         remove_savepoint(instrument, result.expnum)
         rejected.append(result)
 
+    held = 0.0
+    """Seconds the next integration waited for the previous exposure's finishing."""
+
     async def hand_over(job: Awaitable[None]) -> None:
         """Start finishing an exposure (pipelined: while the next is taken); the one
-        before it is finished first, and a failure there still lets this one write."""
-        nonlocal pending
+        before it is finished first, and a failure there still lets this one write.
+
+        This is the pipeline's backpressure: at most one exposure is finishing while
+        the next is taken, so when finishing falls behind, the next integration waits
+        here (memory stays bounded, nothing is dropped) and the wait is recorded as
+        the next exposure's ``held`` stage and logged."""
+        nonlocal pending, held
         if pending is not None:
             previous, pending = pending, None
+            waiting = time.perf_counter()
             try:
                 await previous
             except BaseException:
                 await job
                 raise
+            finally:
+                held = time.perf_counter() - waiting
+            if held > HELD_NOTICE_S:
+                logger.warning(
+                    "%s: finishing is behind; the next integration waited %.2f s for it",
+                    name,
+                    held,
+                )
         if pipelined:
             pending = asyncio.ensure_future(job)
         else:
@@ -337,6 +374,11 @@ async def take_all(
                                 exc.reason,
                             )
                             continue
+                        if held:
+                            # First: the wait came before this exposure's flush.
+                            stages = acquired.clock.seconds
+                            acquired.clock.seconds = {"held": round(held, 4), **stages}
+                            held = 0.0
                         kept = True
                         if steer is not None:
                             verdict = await steer.judge(acquired)

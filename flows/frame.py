@@ -171,6 +171,9 @@ class ReadFrame:
     failed: dict[str, str]
     times: ExposureTimes | None = None
     """The integration as the shutter controller measured it (None: not known)."""
+    readout_end: float = 0.0
+    """time.monotonic() when the last controller's readout ended: the files' deadline
+    (readout end -> every file written and in the manifest) counts from here."""
 
 
 async def _on_each(
@@ -268,6 +271,7 @@ async def _read_one_frame(
     darktime = time.monotonic() - integration_start
     end_snapshot = asyncio.ensure_future(take_snapshot(readers, timeout=SNAPSHOT_TIMEOUT))
     buffers = await each("readout", lambda s: readout(s.controller, spec.readout_delay))
+    readout_end = time.monotonic()
     times = _measured_times(live, shutter)
     date_obs = times.start if times is not None else min(starts.values())
     if before_fetch is not None:
@@ -286,6 +290,7 @@ async def _read_one_frame(
         end=await end_snapshot,
         failed=failed,
         times=times,
+        readout_end=readout_end,
     )
 
 
@@ -529,6 +534,7 @@ async def finish(
         archive=archive_path,
         missing=missing_controllers,
         finished_at=datetime.now(UTC),
+        files_after_readout_s=round(time.monotonic() - frames[-1].readout_end, 4),
         timings=clock.seconds,
         stats=stats,
         quicklook_url=quicklook_url,

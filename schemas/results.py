@@ -56,6 +56,12 @@ class ExposureResult(BaseModel):
     finished_at: datetime | None = Field(
         default=None, description="UTC time the files (and archive entry) were complete"
     )
+    files_after_readout_s: float | None = Field(
+        default=None,
+        description="seconds from the end of the (last) readout to every file of the "
+        "exposure written, fsynced, checksummed and in the night's manifest: the "
+        "deadline an observatory holds the instrument to",
+    )
     timings: dict[str, float] = Field(description="seconds per stage, in stage order")
     stats: dict[str, dict[str, float]] = Field(
         default_factory=dict,

@@ -70,6 +70,11 @@ _NOT_KEY = re.compile(r"[^a-z0-9]+")
 _API_ERRORS = (httpx.HTTPError, PrefectException, TimeoutError)
 
 
+HELD_NOTICE_S = 0.1
+"""An integration held back longer than this by the previous exposure's finishing is
+worth telling the operator about (shorter waits are the pipeline's normal hand-over)."""
+
+
 def artifact_key(kind: str, name: str) -> str:
     """``kind-name`` in the only alphabet Prefect accepts for keys: ``[a-z0-9-]``.
 
@@ -130,17 +135,26 @@ async def start_progress(
 
 
 async def update_progress(
-    artifact_id: UUID | None, done: int, total: int, *, client: PrefectClient | None = None
+    artifact_id: UUID | None,
+    done: int,
+    total: int,
+    *,
+    note: str | None = None,
+    client: PrefectClient | None = None,
 ) -> None:
-    """Set the progress artifact to ``done`` of ``total`` exposures; None does nothing."""
+    """Set the progress artifact to ``done`` of ``total`` exposures; None does nothing.
+
+    ``note`` follows the count (how far the files lag the readout, a held integration):
+    what an operator watching the run needs to see that finishing keeps up."""
     if artifact_id is None:
         return
+    text = progress_text(done, total)
     await _guarded(
         "update the progress artifact",
         aupdate_progress_artifact(
             artifact_id,
             progress_percent(done, total),
-            description=progress_text(done, total),
+            description=f"{text}; {note}" if note else text,
             client=client,
         ),
     )
@@ -269,6 +283,19 @@ def _stage_lines(result: SequenceResult) -> list[str]:
     for stage in stages:
         seconds = [e.timings[stage] for e in result.exposures if stage in e.timings]
         lines.append(f"| {stage} | {statistics.median(seconds):.3f} | {max(seconds):.3f} |")
+    lags = [e.files_after_readout_s for e in result.exposures if e.files_after_readout_s]
+    if lags:
+        lines.append(
+            f"| files on disk after readout | {statistics.median(lags):.3f} | {max(lags):.3f} |"
+        )
+    held = [e.timings["held"] for e in result.exposures if e.timings.get("held", 0) > HELD_NOTICE_S]
+    if held:
+        lines += [
+            "",
+            f"Finishing held {len(held)} integrations back, {sum(held):.1f} s in all "
+            f"(longest {max(held):.1f} s): the instrument took exposures faster than "
+            "they were written",
+        ]
     return lines
 
 

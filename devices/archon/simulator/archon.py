@@ -17,6 +17,7 @@ from devices.archon.acf import AcfConfig
 from devices.archon.sensor import SensorModel
 from devices.archon.simulator.core import CoreState
 from devices.archon.simulator.faults import Faults
+from devices.archon.simulator.reused_frames import ReusedFrames
 from devices.archon.simulator.server import ArchonServer
 from devices.archon.simulator.shutter import ShutterBlade
 from devices.archon.simulator.state import ControllerState
@@ -39,8 +40,13 @@ class ArchonSimulator:
         power_on: bool = True,
         bandwidth_limit_bps: float | None = None,
         shutter_blade: ShutterBlade | None = None,
+        reuse_frames: bool = False,
     ) -> None:
         """``seed`` seeds the pixels (it replaces ``sensor.seed``).
+
+        ``reuse_frames`` renders each kind of frame once and serves it shifted
+        (simulator/reused_frames.py): for benchmarks, where rendering would take the
+        host's CPU from the pipeline under test.
 
         ``shutter_blade`` puts this controller's CCDs behind a shutter shared with
         other simulated controllers (see MultiSimulator); by default it has its own.
@@ -52,6 +58,8 @@ class ArchonSimulator:
         self._state = ControllerState(
             acf, model, pixel_rate_hz=pixel_rate_hz, power_on=power_on, shutter_blade=shutter_blade
         )
+        if reuse_frames:
+            self._state.core.render = ReusedFrames()
         self._server = ArchonServer(self._state, host, port, bandwidth_limit_bps)
 
     # ----------------------------------------------------------- public state

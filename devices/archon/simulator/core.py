@@ -26,6 +26,9 @@ import enum
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
+
+import numpy.typing as npt
 
 from devices.archon.acf import AcfConfig
 from devices.archon.sensor import SensorModel, render_frame
@@ -78,6 +81,8 @@ class TimingCore:
         self.held = False
         self.state = CoreState.IDLE
         self.frames_completed = 0
+        self.render: Callable[..., npt.NDArray[Any]] = render_frame
+        """Makes a frame's pixels: render_frame, or a ReusedFrames for benchmarks."""
         self._exposure_timers = (0, 0)
 
     # ------------------------------------------------------------- settings
@@ -235,7 +240,7 @@ class TimingCore:
         )
         render = asyncio.ensure_future(
             asyncio.to_thread(
-                render_frame,
+                self.render,
                 acf,
                 self._sensor,
                 dark_seconds=self._shutter.dark_seconds(),
