@@ -33,6 +33,8 @@ class ReferenceInstrument:
     pixels: int = 4096
     overscan_pixels: int = 64
     overscan_lines: int = 16
+    deadline_s: float = 5.0
+    """The issue's goal for the files after readout (S3: 5 s; S10: DESI's 15 s)."""
 
     @property
     def ccds(self) -> int:
@@ -60,7 +62,7 @@ class ReferenceInstrument:
 
 
 S3 = ReferenceInstrument("s3", controllers=3)
-S10 = ReferenceInstrument("s10", controllers=10)
+S10 = ReferenceInstrument("s10", controllers=10, deadline_s=15.0)
 REFERENCES = {ref.name: ref for ref in (S3, S10)}
 
 
@@ -126,6 +128,7 @@ def reference_config(ref: ReferenceInstrument, acf: Path, data_root: Path) -> di
         "observatory": "ccdflow bench",
         "controllers": controllers,
         "shutter_controller": "ctrl1",
+        "deadline": {"files_within_s": ref.deadline_s},
         "storage": {
             "data_root": str(data_root),
             "layout": "per_ccd",

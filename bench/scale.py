@@ -211,6 +211,12 @@ def summarize(
         "deadline_s_second_half_median": round(statistics.median(deadlines[half:]), 3),
         "dead_time_s_median": round(statistics.median(cycles) - exptime - readout_s, 3),
         "dead_time_s_p95": round(_percentile(cycles, 0.95) - exptime - readout_s, 3),
+        # The cycle less the integration and readout as the host saw them: what the
+        # pipeline itself adds (flush, save-point, fetch, hand-over, commands).
+        "host_gap_s_median": round(
+            statistics.median(cycles) - stages.get("expose", 0.0) - stages.get("readout", 0.0),
+            3,
+        ),
         "held_integrations": sum(1 for h in held if h > 0.1),
         "held_s_max": round(max(held), 3),
         "finishing_mb_per_s": round(exposure_mb / statistics.median(deadlines), 1),

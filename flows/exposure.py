@@ -14,6 +14,7 @@ checked against the instrument before its exposure starts; the controllers are r
 import asyncio
 import contextlib
 import functools
+import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 from devices.observatory import DeviceSet
-from flows.frame import Acquired, acquire, finish, plan_exposure
+from flows.frame import Acquired, ExposurePlan, acquire, finish, plan_exposure
 from flows.instrument_choice import DEFAULT_INSTRUMENT, InstrumentChoice, resolve_instrument
 from flows.masters import build_masters
 from flows.night_clock import NightClock
@@ -37,6 +38,7 @@ from schemas.instrument import InstrumentConfig
 from schemas.observation import ObservationSpec
 from schemas.results import ExposureResult, SequenceResult
 from tasks.archive import SequenceArchiver
+from tasks.control.deadline import missed_deadline, paper_deadline_problem
 from tasks.control.devices import open_devices
 from tasks.control.filter_wheel import WheelFollower
 from tasks.control.instrument import (
@@ -110,6 +112,11 @@ class RunPlan:
             journal.close()
         night = instrument.storage.night_rule.folder(datetime.now(UTC))
         return cls(journal, journal.resume(night))
+
+
+def _pixels(plan: ExposurePlan) -> int:
+    """Pixels one readout of the exposure brings in, every camera together."""
+    return sum(math.prod(p.buffer_shape) for p in plan.plans.values())
 
 
 def lag_note(result: ExposureResult) -> str | None:
@@ -191,6 +198,10 @@ async def take_all(
     logger = get_run_logger()
     plans = plan_instrument(instrument)
     check_all(specs, instrument, plans)
+    if instrument.deadline is not None and specs:
+        pixels = max(_pixels(plan_exposure(spec, instrument, plans)) for spec in specs)
+        if (problem := paper_deadline_problem(instrument.deadline, pixels)) is not None:
+            logger.warning("%s: %s", name, problem)
     start = time.perf_counter()
     planned = list(enumerate(_flat(specs), start=first_index))
     total = len(planned)
@@ -235,6 +246,9 @@ async def take_all(
             notifications.append(
                 asyncio.ensure_future(send(instrument, metadata, files, products=kinds))
             )
+        late = missed_deadline(instrument.deadline, result) if instrument.deadline else None
+        if late is not None:
+            logger.warning("%s: %s", name, late)
         logger.info("%s: %d of %d exposures done", name, len(results), total)
         await update_progress(progress, len(results), total, note=lag_note(result))
 

@@ -358,6 +358,26 @@ class DaskConfig(FormModel):
     threads: int = Field(default=2, ge=1, le=256)
 
 
+class DeadlineConfig(FormModel):
+    """How soon after its readout an exposure's files must be on disk (DESI holds its
+    instrument to 9-15 s), and what this host finishes per second, so the deadline is
+    checked on paper before the first exposure and measured on every one."""
+
+    files_within_s: float = Field(
+        gt=0,
+        le=3600,
+        description="seconds from readout end to every file written, fsynced, "
+        "checksummed and in the manifest",
+    )
+    host_mpix_per_s: float = Field(
+        default=60.0,
+        gt=0,
+        le=100_000,
+        description="megapixels this host fetches and finishes per second with this "
+        "storage (RICE_1 on 2 cores: about 60; measure it with bench/scale.py)",
+    )
+
+
 class FailurePolicy(StrEnum):
     """What one exposure does when one of several controllers fails.
 
@@ -404,6 +424,10 @@ class InstrumentConfig(FormModel):
     )
     busy_timeout_s: float | None = Field(
         default=None, gt=0, description="longest wait for the instrument (none: no limit)"
+    )
+    deadline: DeadlineConfig | None = Field(
+        default=None,
+        description="files on disk within a time of the readout (none: no deadline)",
     )
     exptime_tolerance_s: float = Field(
         default=0.02,

@@ -21,8 +21,9 @@ from devices.archon.sensor import SensorModel, render_frame
 from devices.archon.simulator.reused_frames import ReusedFrames
 from flows.exposure import lag_note, run_sequence
 from schemas.exposure import ExposureSpec, ImageType, SequenceSpec
-from schemas.instrument import InstrumentConfig, load_instrument
+from schemas.instrument import DeadlineConfig, InstrumentConfig, load_instrument
 from schemas.results import ExposureResult, SequenceResult
+from tasks.control.deadline import missed_deadline, paper_deadline_problem
 from tasks.control.instrument import plan_instrument
 from tasks.reporting.artifacts import summary_markdown
 
@@ -171,3 +172,30 @@ def test_another_kind_of_frame_is_rendered_anew() -> None:
     dark = _render(reuse, 1, dark=1.0)
     longer = _render(reuse, 2, dark=100.0)
     assert longer.mean() > dark.mean()  # dark current grew: not the cached frame
+
+
+# --- the deadline on paper and per exposure -------------------------------------------
+
+
+def test_a_deadline_the_instrument_cannot_meet_on_paper_names_its_fields(
+    tmp_path: Path,
+) -> None:
+    config = load_instrument(write_reference(S10, tmp_path, tmp_path / "data"))
+    assert config.deadline is not None
+    pixels = S10.bytes_per_exposure // 2
+    assert paper_deadline_problem(config.deadline, pixels) is None  # 515 Mpx at 60 Mpx/s
+    tight = DeadlineConfig(files_within_s=5.0)
+    problem = paper_deadline_problem(tight, pixels)
+    assert problem is not None
+    assert problem.startswith("deadline.files_within_s: an exposure of 515 Mpixel takes")
+    assert "deadline.host_mpix_per_s = 60" in problem
+
+
+def test_a_late_exposure_is_named_with_the_deadline_it_missed() -> None:
+    deadline = DeadlineConfig(files_within_s=5.0)
+    assert missed_deadline(deadline, _result(files_after_readout_s=4.9)) is None
+    assert missed_deadline(deadline, _result()) is None
+    assert missed_deadline(deadline, _result(files_after_readout_s=6.25)) == (
+        "exposure 7: files on disk 6.2 s after its readout, over the deadline of 5 s "
+        "(deadline.files_within_s)"
+    )

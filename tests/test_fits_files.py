@@ -133,6 +133,25 @@ def test_rice_round_trips_every_integer_type_exactly(
     assert_fitsverify_clean(path)
 
 
+@pytest.mark.parametrize("engine", [FitsEngine.ASTROPY, FitsEngine.FITSIO])
+@pytest.mark.parametrize(("dtype", "rows_per_tile"), [("u2", 16), ("f4", 1)])
+def test_integers_compress_in_bands_of_rows_floats_row_by_row(
+    tmp_path: Path, engine: FitsEngine, dtype: str, rows_per_tile: int
+) -> None:
+    """Bands of 16 rows let astropy compress CCDs in parallel threads (one-row tiles
+    keep it in Python, under the GIL, per row); floats keep one row per tile, as the
+    row's noise sets its quantization. The last band of an odd height is short."""
+    image = np.random.default_rng(2).normal(1000, 5, (37, 40)).astype(dtype)
+    path = tmp_path / "tiles.fits"
+    write_fits(path, [ImagePart(image, [])], engine=engine, compression=Compression.RICE_1)
+    with fits.open(path, disable_image_compression=True) as hdul:
+        assert (hdul[1].header["ZTILE1"], hdul[1].header["ZTILE2"]) == (40, rows_per_tile)
+    with fits.open(path) as hdul:
+        if dtype == "u2":
+            np.testing.assert_array_equal(hdul[1].data, image)
+    assert_fitsverify_clean(path)
+
+
 @pytest.mark.parametrize(
     ("dtype", "count", "compression"),
     [

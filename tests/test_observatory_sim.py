@@ -69,6 +69,8 @@ def test_the_simulated_observatory_runs_the_example_observation_and_dome_flats(
         assert done.returncode == 0, done.stdout + done.stderr
         files = sorted(data.glob("*/ccdobs-r1-*.fits"))
         assert len(files) == 4  # Red and Blue, at 2 dithers
+        # The newcomer's observatory writes a quick-look beside each exposure.
+        assert len(sorted(data.glob("*/ccdobs-*.png"))) == 4
         header = fits.getheader(files[0])
         assert header["OBJECT"] == "Polaris field"
         assert header["FILTPOS"] == header["FILTER"] == "Red"

@@ -20,8 +20,12 @@ noise (``quantize_level=16``), with subtractive dithering (SUBTRACTIVE_DITHER_1)
 rounding does not bias means. That is lossy: every pixel may move by up to half a step
 (1/32 of the noise sigma), which adds about 0.03 % to the noise variance. The dither
 seed is derived from the pixels, so the same image always gives the same file and
-both engines quantize identically. Tiles are single rows (the fpack default), so a
-reader can decompress a band of rows without the whole image.
+both engines quantize identically. Float tiles are single rows (the fpack default:
+each row's noise sets its quantization). Integer tiles are bands of
+``INTEGER_TILE_ROWS`` rows: lossless either way, and astropy spends Python time per
+tile with the GIL held, so single-row tiles of a 4k x 4k CCD (4096 tiles) kept two
+threads at the speed of one (107 MB/s for four CCDs at once here) where 16-row bands
+reach 300 MB/s. A reader still decompresses a band of rows without the whole image.
 """
 
 from __future__ import annotations
@@ -55,6 +59,9 @@ __all__ = [
 QUANTIZE_LEVEL = 16.0
 """Float tiles: one quantization step is the tile's noise sigma / 16 (cfitsio's default
 is 4, i.e. sigma/4, which is visible in stacked faint sky; 16 costs little in size)."""
+
+INTEGER_TILE_ROWS = 16
+"""Rows per compression tile of an integer (raw) image."""
 
 _INTEGER_DTYPES = frozenset(np.dtype(t).str[1:] for t in ("u1", "i2", "u2", "i4", "u4"))
 _FLOAT_DTYPES = frozenset(np.dtype(t).str[1:] for t in ("f4", "f8"))
@@ -162,6 +169,15 @@ def _read_only(data: np.ndarray[Any, np.dtype[Any]]) -> np.ndarray[Any, np.dtype
     return view
 
 
+def tile_shape(data: np.ndarray[Any, Any]) -> tuple[int, int]:
+    """The compression tile of an image: a band of rows for integers, one row for
+    floats (module docstring)."""
+    rows, columns = data.shape[-2], data.shape[-1]
+    if data.dtype.str[1:] in _INTEGER_DTYPES:
+        return (max(1, min(INTEGER_TILE_ROWS, rows)), columns)
+    return (1, columns)
+
+
 def _write_astropy(stream: HashingWriter, hdus: list[_Hdu]) -> None:
     hdul = fits.HDUList()
     for index, hdu in enumerate(hdus):
@@ -180,7 +196,7 @@ def _write_astropy(stream: HashingWriter, hdus: list[_Hdu]) -> None:
                     data,
                     header=header,
                     compression_type="RICE_1",
-                    tile_shape=(1, data.shape[1]),
+                    tile_shape=tile_shape(data),
                     quantize_level=QUANTIZE_LEVEL,
                     quantize_method=1,  # SUBTRACTIVE_DITHER_1
                     dither_seed=hdu.dither_seed,
@@ -205,7 +221,7 @@ def _write_fitsio(tmp: Path, hdus: list[_Hdu]) -> None:
                 assert hdu.data is not None
                 options = {
                     "compress": "RICE",
-                    "tile_dims": (1, hdu.data.shape[1]),
+                    "tile_dims": tile_shape(hdu.data),
                     "qlevel": QUANTIZE_LEVEL,
                     "qmethod": "SUBTRACTIVE_DITHER_1",
                     "dither_seed": hdu.dither_seed,

@@ -25,8 +25,10 @@ from devices.archon.sensor import SensorModel, render_frame
 
 __all__ = ["ReusedFrames"]
 
-_TIME_QUANTUM_S = 0.01
-"""Exposure times closer than this share a rendered frame."""
+_TIME_QUANTUM_S = 0.25
+"""Exposure times closer than this share a rendered frame: the dark time of a 1 s
+dark varies by tens of milliseconds with the commands around it, and a frame rendered
+anew each time would cost the very CPU the reuse saves."""
 
 
 class ReusedFrames:
