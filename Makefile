@@ -63,6 +63,7 @@ bench: sync
 	$(RUN) python -m bench.observatory --repeats 5
 	$(RUN) python -m bench.twilight --speed 20
 	$(RUN) python -m bench.guide
+	$(RUN) python -m bench.scale
 
 # Debian packages the tests use when present: file checkers, the console's database
 # and browser. Skips the update when all are there already.
