@@ -13,6 +13,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from schemas.exposure import CalibrationSpec, ExposureSpec, NightPlan, SequenceSpec
+from schemas.guide import GuideSpec
 from schemas.header import HeaderSpec
 from schemas.instrument import InstrumentConfig
 from schemas.night_schedule import NightSchedule
@@ -27,6 +28,7 @@ MODELS: dict[str, type[BaseModel]] = {
     "night-schedule": NightSchedule,
     "observation": ObservationSpec,
     "twilight-flats": TwilightFlatSpec,
+    "guide": GuideSpec,
     "instrument": InstrumentConfig,
     "header": HeaderSpec,
 }

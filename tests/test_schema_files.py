@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from schemas.exposure import CalibrationSpec, ExposureSpec, NightPlan, SequenceSpec
+from schemas.guide import GuideSpec
 from schemas.instrument import load_instrument
 from schemas.json_schema import MODELS, schema_text
 from schemas.night_schedule import NightSchedule
@@ -39,6 +40,7 @@ def test_committed_schema_matches_the_model(name: str) -> None:
         ("observation.yaml", ObservationSpec),
         ("twilight-flats.yaml", TwilightFlatSpec),
         ("dome-flats.yaml", CalibrationSpec),
+        ("guide.yaml", GuideSpec),
     ],
 )
 def test_examples_validate(file: str, model: type[ExposureSpec]) -> None:
