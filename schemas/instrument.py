@@ -477,6 +477,11 @@ class InstrumentConfig(FormModel):
 
     @model_validator(mode="after")
     def _used_products_are_written(self) -> InstrumentConfig:
+        images = "a quick-look PNG is for eyes, never an input: use raw or processed"
+        if self.archive.product is Product.QUICKLOOK:
+            raise ValueError(f"archive.product: {images}")
+        if self.processing.masters_from is Product.QUICKLOOK:
+            raise ValueError(f"processing.masters_from: {images}")
         if self.archive.hdf5 and self.archive.product not in self.storage.products:
             raise ValueError(
                 f"archive.product: the HDF5 archive keeps {self.archive.product.value} "
@@ -489,8 +494,9 @@ class InstrumentConfig(FormModel):
                 f"processing.masters_from: masters cannot be built from {wanted.value} "
                 f"files, which storage does not write (storage.{wanted.value} is false)"
             )
+        written = {*self.storage.products, *([Product.QUICKLOOK] if self.storage.quicklook else [])}
         for index, receiver in enumerate(self.receivers):
-            if not set(receiver.products) & set(self.storage.products):
+            if not set(receiver.products) & written:
                 raise ValueError(
                     f"receivers.{index}.products: {receiver.name} wants "
                     f"{', '.join(p.value for p in receiver.products)}, which storage does "

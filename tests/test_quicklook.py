@@ -8,6 +8,7 @@ import io
 import logging
 import math
 import pickle
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -400,3 +401,39 @@ def test_the_console_summary_counts_fits_files_and_names_the_png(tmp_path: Path)
     assert "1 FITS files in" in text
     assert "raw frame as read per CCD (r1), e.g. ccdsim-r1-00000001.fits" in text
     assert "quick-look PNG of the mosaic, e.g. ccdsim-00000001.png" in text
+
+
+# --- where a quick-look may and may not be asked for ----------------------------------
+
+
+def _sim_with(**changes: dict[str, Any]) -> dict[str, Any]:
+    data = load_instrument(SIM_YAML).model_dump()
+    for section, values in changes.items():
+        if isinstance(data.get(section), dict):
+            data[section].update(values)
+        else:
+            data[section] = values
+    return data
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"archive": {"hdf5": True, "product": "quicklook"}}, "archive.product"),
+        ({"processing": {"masters_from": "quicklook"}}, "processing.masters_from"),
+    ],
+)
+def test_a_quick_look_is_never_an_input(changes: dict[str, Any], field: str) -> None:
+    data = _sim_with(storage={"quicklook": True}, **changes)
+    with pytest.raises(ValueError, match=rf"{re.escape(field)}: a quick-look PNG is for eyes"):
+        InstrumentConfig.model_validate(data)
+
+
+def test_a_receiver_may_ask_for_the_quick_look_alone_when_it_is_written() -> None:
+    receiver = {"name": "screen", "url": "http://127.0.0.1:9/", "products": ["quicklook"]}
+    config = InstrumentConfig.model_validate(
+        _sim_with(storage={"quicklook": True}, receivers=[receiver])
+    )
+    assert config.receivers[0].products == [Product.QUICKLOOK]
+    with pytest.raises(ValueError, match=r"receivers\.0\.products: screen wants quicklook"):
+        InstrumentConfig.model_validate(_sim_with(receivers=[receiver]))
