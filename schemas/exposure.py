@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
-from schemas.fits_rules import CardValue, check_keyword, check_value
+from schemas.fits_rules import CardValue, check_cards
 from schemas.form_order import FormModel
 from schemas.night_window import NightMoment, TimeWindow
 from schemas.observation import ObservationSpec
@@ -164,13 +164,7 @@ class ExposureSpec(FormModel):
     @field_validator("header")
     @classmethod
     def _fits_legal_cards(cls, header: dict[str, CardValue]) -> dict[str, CardValue]:
-        checked: dict[str, CardValue] = {}
-        for keyword, value in header.items():
-            name = check_keyword(keyword)
-            if name in checked:
-                raise ValueError(f"keyword {name} given twice")
-            checked[name] = check_value(name, value)
-        return checked
+        return check_cards(header)
 
     @model_validator(mode="after")
     def _shutter_matches_the_image_type(self) -> ExposureSpec:

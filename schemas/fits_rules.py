@@ -7,6 +7,7 @@ hardware moves, not discovered when the file is written at the end of a readout.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 KEYWORD = re.compile(r"^[A-Z0-9_-]{1,8}$")
 """A standard keyword: up to 8 upper-case letters, digits, '-' or '_'."""
@@ -138,3 +139,20 @@ def check_value(keyword: str, value: CardValue) -> CardValue:
     if len(value) > room:
         raise ValueError(f"{keyword}: value of {len(value)} characters does not fit (max {room})")
     return value
+
+
+def check_cards(
+    header: Mapping[str, CardValue], reserved: Mapping[str, str] | None = None
+) -> dict[str, CardValue]:
+    """A spec's extra header cards, each keyword and value FITS-legal, none given twice
+    (``DATE-OBS`` and ``date-obs`` are one card) and none of ``reserved`` (keyword ->
+    why the file writes it itself)."""
+    checked: dict[str, CardValue] = {}
+    for keyword, value in header.items():
+        name = check_keyword(keyword)
+        if name in checked:
+            raise ValueError(f"keyword {name} given twice")
+        if reserved and name in reserved:
+            raise ValueError(f"keyword {name} {reserved[name]}")
+        checked[name] = check_value(name, value)
+    return checked

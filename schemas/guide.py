@@ -25,7 +25,7 @@ from pydantic import (
 )
 
 from schemas.errors import ConfigError
-from schemas.fits_rules import CardValue, check_keyword, check_value
+from schemas.fits_rules import CardValue, check_cards
 from schemas.form_order import FormModel
 from schemas.instrument import InstrumentConfig
 
@@ -137,15 +137,8 @@ class GuideSpec(FormModel):
     @field_validator("header")
     @classmethod
     def _fits_legal_cards(cls, header: dict[str, CardValue]) -> dict[str, CardValue]:
-        checked: dict[str, CardValue] = {}
-        for keyword, value in header.items():
-            name = check_keyword(keyword)
-            if name in checked:
-                raise ValueError(f"keyword {name} given twice")
-            if name in RESERVED_KEYWORDS:
-                raise ValueError(f"keyword {name} is written by the guide file itself")
-            checked[name] = check_value(name, value)
-        return checked
+        reserved = dict.fromkeys(RESERVED_KEYWORDS, "is written by the guide file itself")
+        return check_cards(header, reserved)
 
     @model_validator(mode="after")
     def _frame_fits_its_period(self) -> GuideSpec:
