@@ -118,6 +118,15 @@ class ArchonControllerConfig(CameraEntry):
             "close: DATE-OBS and DATE-END then come from the controller's timer"
         ),
     )
+    fetch_piece_kib: int = Field(
+        default=1024,
+        ge=0,
+        le=524288,
+        description=(
+            "a frame is fetched in FETCHes of this many KiB, so the next exposure's "
+            "commands are answered during a transfer; 0: one FETCH per frame"
+        ),
+    )
 
 
 class CoolingConfig(FormModel):

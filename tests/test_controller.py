@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from devices.archon.acf import load_acf
-from devices.archon.controller import ArchonController, ControllerTiming
+from devices.archon.controller import ArchonController, ControllerTiming, fetch_pieces
 from devices.archon.errors import (
     ArchonCommandError,
     ArchonConnectionError,
@@ -132,6 +132,42 @@ async def test_a_cut_fetch_is_fetched_again_intact(
         archon_sim.drop_connection_during_fetch(50, times=1)
     pixels = await controller.fetch(buffer)
     np.testing.assert_array_equal(pixels, archon_sim.buffer_data(buffer))
+
+
+def test_a_buffer_is_fetched_in_pieces_that_cover_it_once() -> None:
+    pieces = fetch_pieces(0xA0000000, 2500, 1024)
+    assert [(p.command, p.offset, p.blocks) for p in pieces] == [
+        ("FETCHA000000000000400", 0, 1024),
+        ("FETCHA010000000000400", 1024 * 1024, 1024),
+        ("FETCHA0200000000001C4", 2048 * 1024, 452),
+    ]
+    assert [p.command for p in fetch_pieces(0xC0000000, 2500, 0)] == ["FETCHC0000000000009C4"]
+    assert len(fetch_pieces(0xC0000000, 2500, 4096)) == 1
+
+
+async def test_other_commands_are_answered_while_a_frame_is_fetched(
+    archon_sim: ArchonSimulator,
+) -> None:
+    """A slow link and a fetch in pieces: STATUS is answered while the fetch goes on,
+    and the frame still arrives whole (the next exposure's commands do not wait for
+    the previous frame's transfer)."""
+    timing = ControllerTiming(command_timeout=5.0, fetch_piece_blocks=128)
+    async with ArchonController("127.0.0.1", archon_sim.port, ACF, timing=timing) as ctrl:
+        await ctrl.reset()
+        await ctrl.expose(0.0, open_shutter=False)
+        buffer = await ctrl.readout()
+        archon_sim.bandwidth_limit_bps = 16e6  # about a second for this frame
+        started = time.monotonic()
+        fetching = asyncio.ensure_future(ctrl.fetch(buffer))
+        await asyncio.sleep(0.1)
+        status = await ctrl.status()
+        answered = time.monotonic() - started
+        assert status.power is PowerState.ON
+        pixels = await fetching
+        fetched = time.monotonic() - started
+        # One FETCH would hold STATUS to the end of the transfer (answered ~ fetched).
+        assert answered < fetched / 2, f"STATUS at {answered:.2f} s of a {fetched:.2f} s fetch"
+        np.testing.assert_array_equal(pixels, archon_sim.buffer_data(buffer))
 
 
 async def test_unknown_command_is_a_command_error(controller: ArchonController) -> None:

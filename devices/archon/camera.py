@@ -69,6 +69,8 @@ class ArchonSettings(Protocol):
     def readout_timeout_s(self) -> float: ...
     @property
     def shutter_timestamps(self) -> bool: ...
+    @property
+    def fetch_piece_kib(self) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +187,7 @@ class ArchonModel:
                 flush_seconds=s.flush_time_s,
                 readout_timeout=s.readout_timeout_s,
                 shutter_timestamps=s.shutter_timestamps,
+                fetch_piece_blocks=s.fetch_piece_kib,
             ),
         )
         return ArchonCamera(controller, self.address)

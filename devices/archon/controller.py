@@ -95,6 +95,16 @@ class ControllerTiming:
     clock's rate error against UTC (a crystal's 50 ppm, not a figure from STA): it
     widens the uncertainty in proportion to the time between a clock reading and
     the edge it dates, and the time the controller was asked to integrate.
+
+    ``fetch_piece_blocks`` splits a buffer's transfer into FETCHes of that many 1 KiB
+    blocks (0: one FETCH for the whole buffer). A connection answers in order and a
+    block stream cannot be interrupted, so a 100 MB FETCH would hold every other
+    command (the next exposure's flush and start) for the whole transfer, about a
+    second on gigabit Ethernet; between pieces they are answered, and the fetch of
+    one frame overlaps the next integration. FETCH reads controller memory from any
+    address, so a piece starts part-way into the buffer (the sdss and azcam clients
+    only ever start at a buffer's base: on a controller whose firmware refuses other
+    addresses, set 0).
     """
 
     command_timeout: float = 5.0
@@ -103,6 +113,7 @@ class ControllerTiming:
     poll_interval: float = 0.02
     fetch_min_rate: float = 20e6
     fetch_attempts: int = 3
+    fetch_piece_blocks: int = 1024
     power_timeout: float = 10.0
     reconnect_attempts: int = 3
     reconnect_backoff: float = 0.1
@@ -751,15 +762,17 @@ class ArchonController:
         """Transfer one complete frame buffer into an array of shape (height, width).
 
         ``buffer=-1`` takes the complete buffer with the newest timestamp. The buffer
-        is locked for the transfer so no readout can overwrite it. A stream cut short
-        (timeout, dropped connection) is fetched again from the start after a
-        reconnect, up to ``fetch_attempts`` times: the locked buffer still holds the
-        same frame. Giving up leaves the lock to be released on the next command.
+        is locked for the transfer so no readout can overwrite it, and read in pieces
+        (``fetch_piece_blocks``) so other commands are answered meanwhile. A stream
+        cut short (timeout, dropped connection) is taken up again after a reconnect
+        from the piece that failed, up to ``fetch_attempts`` times: the locked buffer
+        still holds the same frame. Giving up leaves the lock to be released on the
+        next command.
         """
         info = self._fetchable(await self.frame(), buffer)
         n_blocks = math.ceil(info.nbytes / BLOCK_PAYLOAD)
-        timeout = max(self.timing.command_timeout, 2 * info.nbytes / self.timing.fetch_min_rate)
-        command = f"FETCH{info.base:08X}{n_blocks:08X}"
+        pieces = fetch_pieces(info.base, n_blocks, self.timing.fetch_piece_blocks)
+        raw = np.empty(n_blocks * BLOCK_PAYLOAD, dtype=np.uint8)
         failures: list[ArchonError] = []
         started = time.monotonic()
         # One fetch at a time: the controller has one lock register, and the record
@@ -769,7 +782,7 @@ class ArchonController:
             try:
                 for _ in range(max(1, self.timing.fetch_attempts)):
                     try:
-                        raw = await self._fetch_locked(info.number, command, n_blocks, timeout)
+                        await self._fetch_locked(info.number, pieces, raw)
                     except (ArchonTimeoutError, ArchonConnectionError) as exc:
                         failures.append(exc)
                         continue
@@ -777,7 +790,8 @@ class ArchonController:
                     return raw[: info.nbytes].view(dtype).reshape(info.height, info.width)
             finally:
                 self._fetch_lock = 0
-        raise self._fetch_gave_up(command, failures, time.monotonic() - started)
+        first = pieces[0].command if pieces else f"FETCH{info.base:08X}{n_blocks:08X}"
+        raise self._fetch_gave_up(first, failures, time.monotonic() - started)
 
     def _fetchable(self, frame: FrameStatus, buffer: int) -> BufferInfo:
         """The buffer a fetch of ``buffer`` (-1: the newest complete) reads, if complete."""
@@ -793,14 +807,24 @@ class ArchonController:
         return info
 
     async def _fetch_locked(
-        self, number: int, command: str, n_blocks: int, timeout: float
-    ) -> npt.NDArray[np.uint8]:
-        """One attempt: LOCKn, FETCH, LOCK0; the lock counts as held from LOCKn's send
-        until LOCK0 is acknowledged, so a link lost in between is unlocked later."""
+        self, number: int, pieces: list[FetchPiece], out: npt.NDArray[np.uint8]
+    ) -> None:
+        """One attempt: LOCKn, the pieces not yet in ``out`` (marked done as they come),
+        LOCK0; the lock counts as held from LOCKn's send until LOCK0 is acknowledged,
+        so a link lost in between is unlocked later."""
         self._lock_held = number
         await self._send(f"LOCK{number}")
         try:
-            return await self._fetch_blocks(command, n_blocks, timeout)
+            for piece in pieces:
+                if piece.done:
+                    continue
+                timeout = max(
+                    self.timing.command_timeout,
+                    2 * piece.blocks * BLOCK_PAYLOAD / self.timing.fetch_min_rate,
+                )
+                data = await self._fetch_blocks(piece.command, piece.blocks, timeout)
+                out[piece.offset : piece.offset + data.size] = data
+                piece.done = True
         finally:
             if self.client.connected:
                 await self._send("LOCK0")
@@ -824,6 +848,28 @@ class ArchonController:
             )
         error.__cause__ = last
         return error
+
+
+@dataclass(slots=True)
+class FetchPiece:
+    """One FETCH of a buffer's transfer: where it starts (bytes into the buffer)."""
+
+    command: str
+    offset: int
+    blocks: int
+    done: bool = False
+
+
+def fetch_pieces(base: int, n_blocks: int, piece_blocks: int) -> list[FetchPiece]:
+    """The FETCHes that transfer ``n_blocks`` blocks from ``base``, ``piece_blocks`` at
+    a time (0 or more than the buffer: one FETCH)."""
+    step = piece_blocks if piece_blocks > 0 else n_blocks
+    pieces = []
+    for first in range(0, n_blocks, max(1, step)):
+        count = min(step, n_blocks - first)
+        offset = first * BLOCK_PAYLOAD
+        pieces.append(FetchPiece(f"FETCH{base + offset:08X}{count:08X}", offset, count))
+    return pieces
 
 
 def _note_abort(record: IntegrationRecord | None, sent: float, acked: float) -> None:

@@ -30,9 +30,28 @@ async def test_fetch_pads_with_zeros_and_checks_address(conn: Conn) -> None:
     assert raw[:4] == raw[1028:1032] == f"<{cid}:".encode()
     assert await conn.silent(0.1)
     with pytest.raises(RefusedError):
-        await conn.cmd(f"FETCH{0xB0000000:08X}00000001")
+        await conn.cmd(f"FETCH{0x90000000:08X}00000001")  # below every buffer
     with pytest.raises(RefusedError):
         await conn.cmd(f"FETCH{BUFFER_BASES[0]:08X}00000000")
+
+
+async def test_fetch_from_inside_a_buffer_streams_from_that_byte(
+    sim: ArchonSimulator, conn: Conn
+) -> None:
+    """A client may read a buffer in pieces: a FETCH part-way in starts there, and one
+    reaching past the buffer's memory is refused."""
+    await expose(conn, 1)
+    stored = sim.buffer_data(1)
+    assert stored is not None
+    whole = np.ascontiguousarray(stored.astype("<u2")).reshape(-1).view(np.uint8)
+    cid = await fetch_request(conn, 2, address=BUFFER_BASES[0] + 5 * 1024)
+    raw = await asyncio.wait_for(conn.reader.readexactly(2 * 1028), TIMEOUT)
+    framed = np.frombuffer(raw, dtype=np.uint8).reshape(2, 1028)
+    assert (framed[:, :4] == np.frombuffer(f"<{cid}:".encode(), np.uint8)).all()
+    assert np.array_equal(framed[:, 4:].reshape(-1), whole[5 * 1024 : 7 * 1024])
+    last = BUFFER_BASES[0] + 512 * 1024 * 1024 - 1024
+    with pytest.raises(RefusedError):
+        await conn.cmd(f"FETCH{last:08X}00000002")
 
 
 async def test_large_fetch_is_framed_and_padded(sim: ArchonSimulator, conn: Conn) -> None:

@@ -131,7 +131,7 @@ async def fetch(conn: Conn, n: int, status: dict[str, str]) -> np.ndarray:
     return payload.view("<u2" if bpp == 2 else "<u4").reshape(height, width)
 
 
-async def fetch_request(conn: Conn, blocks: int) -> str:
+async def fetch_request(conn: Conn, blocks: int, address: int = BUFFER_BASES[0]) -> str:
     cid = conn.take_id()
-    await conn.write(f">{cid}FETCH{BUFFER_BASES[0]:08X}{blocks:08X}\n".encode())
+    await conn.write(f">{cid}FETCH{address:08X}{blocks:08X}\n".encode())
     return cid

@@ -132,10 +132,16 @@ class BufferBank:
         buf.schedule, buf.read_start = schedule, start
         return buf
 
-    def by_base(self, address: int) -> FrameBuffer | None:
-        """The buffer starting at ``address``, if it exists in this configuration."""
-        if address in BUFFER_BASES[: self.count]:
-            return self.buffers[BUFFER_BASES.index(address)]
+    def containing(self, address: int, capacity: int) -> tuple[FrameBuffer, int] | None:
+        """The buffer whose memory holds ``address``, and the byte offset into it.
+
+        FETCH reads controller memory from any address, so a client may transfer a
+        buffer in pieces (a later FETCH starting part-way in), letting other commands
+        be answered between the pieces.
+        """
+        for base, buf in zip(BUFFER_BASES[: self.count], self.buffers, strict=False):
+            if base <= address < base + capacity:
+                return buf, address - base
         return None
 
     def frame_reply(self, timer: int, now: float) -> str:

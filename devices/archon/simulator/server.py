@@ -171,12 +171,15 @@ class ArchonServer:
     async def _fetch(
         self, writer: asyncio.StreamWriter, cid: str, address: int, blocks: int
     ) -> bool:
-        """Stream ``blocks`` blocks of the buffer at ``address``; False if we drop the link."""
-        buf = self._state.bank.by_base(address)
-        if buf is None or blocks == 0 or blocks * BLOCK_SIZE > buffer_capacity(self._state.acf):
+        """Stream ``blocks`` blocks of memory from ``address`` (a buffer's base or a place
+        inside it); False if we drop the link."""
+        capacity = buffer_capacity(self._state.acf)
+        found = self._state.bank.containing(address, capacity)
+        if found is None or blocks == 0 or found[1] + blocks * BLOCK_SIZE > capacity:
             await self._reply(writer, f"?{cid}\n")
             return True
-        raw = as_le_bytes(buf.data)
+        buf, offset = found
+        raw = as_le_bytes(buf.data)[offset:]
         send, drop = self.faults.fetch_limits(blocks)
         if self.faults.reply_delay:
             await asyncio.sleep(self.faults.reply_delay)
