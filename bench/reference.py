@@ -19,6 +19,8 @@ from pathlib import Path
 
 import yaml
 
+from devices.archon.simulator.readout import FAST_CLOCK_FACTOR
+
 TEMPLATE_ACF = Path(__file__).resolve().parents[1] / "deploy" / "instruments" / "sim.acf"
 
 
@@ -60,6 +62,10 @@ class ReferenceInstrument:
         """The simulator's readout: every amplifier reads its block at ``pixel_rate``."""
         return self.amp_lines * self.amp_pixels / pixel_rate
 
+    def flush_s(self, pixel_rate: float) -> float:
+        """The simulator's flush: every line clocked at FAST_CLOCK_FACTOR x the rate."""
+        return self.readout_s(pixel_rate) / FAST_CLOCK_FACTOR
+
 
 S3 = ReferenceInstrument("s3", controllers=3)
 S10 = ReferenceInstrument("s10", controllers=10, deadline_s=15.0)
@@ -93,8 +99,20 @@ def reference_acf(ref: ReferenceInstrument) -> str:
     return header + text
 
 
-def reference_config(ref: ReferenceInstrument, acf: Path, data_root: Path) -> dict[str, object]:
-    """The instrument config: raw frames, RICE_1 tile compression, a manifest."""
+READOUT_CLEARS_S = 1.0
+"""An integration within this long of the previous readout is not flushed first."""
+
+
+def reference_config(
+    ref: ReferenceInstrument, acf: Path, data_root: Path, pixel_rate: float = 1e6
+) -> dict[str, object]:
+    """The instrument config: raw frames, RICE_1 tile compression, a manifest.
+
+    ``flush_time_s`` is the simulator's own flush at ``pixel_rate`` (the adapter
+    waits it out, so an integration never starts under a flush still running), and
+    back-to-back exposures skip it (``readout_clears_s``): the readout before them
+    clocked every line out.
+    """
     controllers = []
     for c in range(ref.controllers):
         ccds = []
@@ -116,8 +134,9 @@ def reference_config(ref: ReferenceInstrument, acf: Path, data_root: Path) -> di
                 "port": 4242 + c,  # replaced by the simulator's free ports at run time
                 "acf": str(acf),
                 "command_timeout_s": 30,
-                "flush_time_s": 0.05,
+                "flush_time_s": round(ref.flush_s(pixel_rate), 3),
                 "flush_count": 1,
+                "readout_clears_s": READOUT_CLEARS_S,
                 "readout_timeout_s": 600,
                 "shutter_timestamps": True,
                 "ccds": ccds,
@@ -139,11 +158,14 @@ def reference_config(ref: ReferenceInstrument, acf: Path, data_root: Path) -> di
     }
 
 
-def write_reference(ref: ReferenceInstrument, folder: Path, data_root: Path) -> Path:
+def write_reference(
+    ref: ReferenceInstrument, folder: Path, data_root: Path, pixel_rate: float = 1e6
+) -> Path:
     """Write the reference's ACF and instrument YAML into ``folder``; the YAML's path."""
     folder.mkdir(parents=True, exist_ok=True)
     acf = folder / f"{ref.name}.acf"
     acf.write_text(reference_acf(ref))
     path = folder / f"{ref.name}.yaml"
-    path.write_text(yaml.safe_dump(reference_config(ref, acf, data_root), sort_keys=False))
+    config = reference_config(ref, acf, data_root, pixel_rate)
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path

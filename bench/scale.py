@@ -247,7 +247,7 @@ async def run_case(
     from schemas.instrument import load_instrument
 
     data_root = folder / "data"
-    config = load_instrument(write_reference(ref, folder, data_root))
+    config = load_instrument(write_reference(ref, folder, data_root, pixel_rate))
     sequence = SequenceSpec(
         name=f"scale-{ref.name}",
         exposures=[ExposureSpec(image_type="dark", exptime=exptime, count=exposures)],

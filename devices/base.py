@@ -88,6 +88,9 @@ class CameraCapabilities:
     """It can slow its readout per pixel (ExposureSpec.readout_delay)."""
     buffered_frames: int = 0
     """Frames it keeps after the host dies, readable by a recovery (0: none)."""
+    fetch_overlaps_next: bool = False
+    """A read-out frame waits in a buffer of its own, so the next integration may start
+    while it is still being transferred (the transfer then costs no dead time)."""
     cooled: bool = False
     """It holds its sensor at a set point: each exposure waits until it is stable there."""
     why_not: Mapping[str, str] = field(default_factory=dict)

@@ -186,9 +186,11 @@ async def take_all(
 ) -> SequenceResult:
     """Take ``specs`` in order, skipping what ``plan`` says is already done.
 
-    Pipelined, exposure N is finished (processed, written, archived) while N+1 is
-    flushed, integrated and read out; at most two exposures are in memory. N+1's
-    readout never targets a buffer N still needs: N is fetched before N+1 starts.
+    Pipelined, exposure N is fetched and finished (processed, written, archived) while
+    N+1 is flushed, integrated and read out; at most two exposures are in memory. N is
+    fetched from its own locked buffer (cameras that have one; others fetch before
+    N+1 starts), and N+2 starts only once N is finished, so no readout ever targets a
+    buffer still wanted.
     ``first_index`` is the place of the first exposure in the journal's plan (night
     plans journal all their steps together). ``steer`` sets each exposure's time as
     it comes and judges each frame (twilight flats): a rejected frame is written,
@@ -377,6 +379,7 @@ async def take_all(
                             numbered(index, take),
                             journal_entry=(plan.journal.path, index),
                             devices=devices.readers,
+                            overlap_fetch=pipelined,
                         )
                         try:
                             acquired = await (watch.light(work) if watch and guarded else work)
@@ -395,6 +398,7 @@ async def take_all(
                             held = 0.0
                         kept = True
                         if steer is not None:
+                            await acquired.transferred()
                             verdict = await steer.judge(acquired)
                             header = {**take.header, **verdict.cards}
                             acquired.spec = take.model_copy(update={"header": header})

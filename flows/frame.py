@@ -174,6 +174,14 @@ class ReadFrame:
     readout_end: float = 0.0
     """time.monotonic() when the last controller's readout ended: the files' deadline
     (readout end -> every file written and in the manifest) counts from here."""
+    transfer: asyncio.Future[None] | None = None
+    """The fetch, when it goes on while the next exposure integrates: ``raw``,
+    ``buffers`` and ``failed`` are complete once it is done (see :meth:`transferred`)."""
+
+    async def transferred(self) -> None:
+        """Wait for the pixels (at once when they were fetched before returning)."""
+        if self.transfer is not None:
+            await self.transfer
 
 
 async def _on_each(
@@ -240,6 +248,19 @@ def _measured_times(live: Mapping[str, ControllerSession], shutter: str) -> Expo
         return None
 
 
+def _cleared_by_readout(session: ControllerSession, now: float) -> bool:
+    """The camera's last readout ended within its ``readout_clears_s``: it left the
+    CCDs clear, so flushing again before this integration would only cost time."""
+    window = session.plan.config.readout_clears_s
+    ended = session.last_readout.ended
+    return window > 0 and ended is not None and now - ended <= window
+
+
+async def _flush_unless_cleared(session: ControllerSession, cleared: bool) -> None:
+    if not cleared:
+        await flush(session.controller, session.plan.config.flush_count)
+
+
 async def _read_one_frame(
     sessions: list[ControllerSession],
     spec: ExposureSpec,
@@ -247,18 +268,27 @@ async def _read_one_frame(
     instrument: InstrumentConfig,
     before_fetch: BeforeFetch | None = None,
     devices: Mapping[str, Reader] | None = None,
+    overlap_fetch: bool = False,
 ) -> ReadFrame:
     """flush -> expose -> readout -> fetch on every controller, telemetry alongside.
 
     Only the instrument's shutter controller opens the shutter; the others integrate
-    in the dark for the same time, as their CCDs sit behind the same shutter.
+    in the dark for the same time, as their CCDs sit behind the same shutter. A camera
+    whose previous readout ended within its ``readout_clears_s`` is not flushed.
+    With ``overlap_fetch`` this returns once the frame is read out, its fetch going
+    on in ``ReadFrame.transfer`` (the caller starts the next integration meanwhile).
     """
     live = {s.plan.config.name: s for s in sessions}
     failed: dict[str, str] = {}
     policy = instrument.on_controller_failure
     shutter = instrument.shutter_controller_name
     each = partial(_on_each, live=live, clock=clock, policy=policy, failed=failed)
-    await each("flush", lambda s: flush(s.controller, s.plan.config.flush_count))
+    now = time.monotonic()
+    cleared = {name: _cleared_by_readout(s, now) for name, s in live.items()}
+    if not all(cleared.values()):
+        await each("flush", lambda s: _flush_unless_cleared(s, cleared[s.plan.config.name]))
+    for session in live.values():
+        session.last_readout.ended = None  # charge from here on: no longer clear
     readers = {**_status_readers(list(live.values())), **(devices or {})}
     start_snapshot = asyncio.ensure_future(take_snapshot(readers, timeout=SNAPSHOT_TIMEOUT))
     integration_start = time.monotonic()
@@ -272,6 +302,8 @@ async def _read_one_frame(
     end_snapshot = asyncio.ensure_future(take_snapshot(readers, timeout=SNAPSHOT_TIMEOUT))
     buffers = await each("readout", lambda s: readout(s.controller, spec.readout_delay))
     readout_end = time.monotonic()
+    for name in buffers:
+        live[name].last_readout.ended = readout_end
     times = _measured_times(live, shutter)
     date_obs = times.start if times is not None else min(starts.values())
     if before_fetch is not None:
@@ -280,10 +312,9 @@ async def _read_one_frame(
             "savepoint",
             lambda: hook(buffers, times, date_obs, darktime, start_snapshot, failed),
         )
-    frames = await each("fetch", lambda s: fetch(s.controller, buffers[s.plan.config.name]))
-    return ReadFrame(
-        raw=frames,
-        buffers={name: buffers[name] for name in frames},
+    frame = ReadFrame(
+        raw={},
+        buffers={},
         date_obs=date_obs,
         darktime=darktime,
         start=await start_snapshot,
@@ -292,6 +323,17 @@ async def _read_one_frame(
         times=times,
         readout_end=readout_end,
     )
+
+    async def transfer() -> None:
+        frames = await each("fetch", lambda s: fetch(s.controller, buffers[s.plan.config.name]))
+        frame.raw.update(frames)
+        frame.buffers.update({name: buffers[name] for name in frames})
+
+    if overlap_fetch:
+        frame.transfer = asyncio.ensure_future(transfer())
+    else:
+        await transfer()
+    return frame
 
 
 @dataclass(slots=True)
@@ -306,6 +348,11 @@ class Acquired:
     clock: StageClock
     frames: list[ReadFrame]
 
+    async def transferred(self) -> None:
+        """Wait until every frame's pixels are here (a fetch may still be going on)."""
+        for frame in self.frames:
+            await frame.transferred()
+
 
 async def acquire(
     sessions: list[ControllerSession],
@@ -314,6 +361,7 @@ async def acquire(
     numbered: Callable[[int, datetime], None] | None = None,
     journal_entry: tuple[Path, int] | None = None,
     devices: Mapping[str, Reader] | None = None,
+    overlap_fetch: bool = False,
 ) -> Acquired:
     """Number the exposure, set the window, and read its frame(s) into memory.
 
@@ -324,6 +372,11 @@ async def acquire(
     ``devices`` (tasks/control/devices.py) are read with the cameras' telemetry.
     Stacked exposures combine several readouts and cannot be recovered from one buffer,
     and cameras without frame buffers (``recoverable``) leave nothing to recover.
+
+    With ``overlap_fetch`` (a pipelined run), a single-frame exposure on cameras that
+    keep it in a buffer of its own (``fetch_overlaps_next``) returns once read out: its
+    fetch goes on while the caller starts the next integration, and
+    :meth:`Acquired.transferred` waits for it. The fetch then costs no dead time.
     """
     plan = plan_exposure(spec, instrument, [s.plan for s in sessions])
     clock = StageClock()
@@ -341,8 +394,13 @@ async def acquire(
     hook = None
     if spec.frames_per_exposure == 1 and recoverable(sessions):
         hook = partial(_save_point, sessions, instrument, spec, expnum, now, journal_entry)
+    overlap = (
+        overlap_fetch
+        and spec.frames_per_exposure == 1
+        and all(s.plan.capabilities.fetch_overlaps_next for s in sessions)
+    )
     frames = [
-        await _read_one_frame(sessions, spec, clock, instrument, hook, devices)
+        await _read_one_frame(sessions, spec, clock, instrument, hook, devices, overlap)
         for _ in range(spec.frames_per_exposure)
     ]
     return Acquired(spec, plan, expnum, now, clock, frames)
@@ -427,6 +485,7 @@ async def finish(
     pixels are.
     """
     logger = get_run_logger()
+    await acquired.transferred()
     spec, plan, clock, expnum, now = (
         acquired.spec,
         acquired.plan,

@@ -92,6 +92,16 @@ class CameraEntry(FormModel):
     ccds: list[CcdConfig] = Field(min_length=1)
     command_timeout_s: float = Field(default=5.0, gt=0, le=600)
     flush_count: int = Field(default=1, ge=1, le=100)
+    readout_clears_s: float = Field(
+        default=0.0,
+        ge=0,
+        le=60,
+        description=(
+            "a readout clocks every line out, as a flush does: an integration that "
+            "starts within this many seconds of the previous readout's end is not "
+            "flushed first (back-to-back exposures); 0 flushes before every integration"
+        ),
+    )
     readout_timeout_s: float = Field(default=120.0, gt=0, le=3600)
 
     @field_validator("ccds")

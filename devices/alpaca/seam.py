@@ -47,6 +47,7 @@ T = TypeVar("T")
 
 NO_BUFFERS = "an Alpaca camera keeps no frame after its client dies"
 NO_DELAY = "the Alpaca camera interface has no readout delay"
+NO_OVERLAP = "an Alpaca camera holds one image, which StartExposure discards"
 NO_SHUTTER = "the config says it has no shutter (has_shutter: false)"
 
 
@@ -137,7 +138,11 @@ class AlpacaModel:
                 "ccds", f"an Alpaca camera is one CCD; the config names {len(settings.ccds)}"
             )
         self.settings = settings
-        why_not = {"readout_delay": NO_DELAY, "buffered_frames": NO_BUFFERS}
+        why_not = {
+            "readout_delay": NO_DELAY,
+            "buffered_frames": NO_BUFFERS,
+            "fetch_overlaps_next": NO_OVERLAP,
+        }
         if not settings.has_shutter:
             why_not["opens_shutter"] = NO_SHUTTER
         self._capabilities = CameraCapabilities(

@@ -3,7 +3,7 @@
 The timing script decides: a shutter opens only if the script has an ``OpenShutter``
 parameter the adapter can set, and the readout slows only if it has ``WaitCount``. An
 Archon keeps its last three frames in its buffers, which a recovery can read after a
-crash.
+crash, and which let one frame be fetched (its buffer locked) while the next integrates.
 """
 
 from __future__ import annotations
@@ -30,5 +30,6 @@ def archon_capabilities(acf: AcfConfig) -> CameraCapabilities:
         opens_shutter=opens_shutter,
         readout_delay=readout_delay,
         buffered_frames=FRAME_BUFFERS,
+        fetch_overlaps_next=True,
         why_not=why_not,
     )

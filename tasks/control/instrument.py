@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from devices.base import CameraCapabilities, DeviceError
 from devices.camera import (
@@ -78,12 +78,21 @@ class ControllerPlan:
         return replace(self, setup=self.model.setup_for(request))
 
 
+@dataclass(slots=True)
+class ReadoutMark:
+    """When the camera's last complete readout ended (``time.monotonic()``), if no
+    integration has begun since: that readout left the CCDs as clear as a flush."""
+
+    ended: float | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class ControllerSession:
     """A connected camera and its plan."""
 
     plan: ControllerPlan
     controller: Camera
+    last_readout: ReadoutMark = field(default_factory=ReadoutMark)
 
 
 def plan_instrument(instrument: InstrumentConfig) -> list[ControllerPlan]:
