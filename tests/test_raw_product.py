@@ -21,6 +21,8 @@ from tasks.files.verify import verify_fits_checksums
 from tasks.headers.header import ExposureFacts
 from tasks.headers.time_cards import summarize, time_cards
 from tasks.processing.ccd_products import buffer_products, process_raw
+from tasks.processing.raw_frames import AmplifierMap, raw_stats
+from tasks.processing.sections import Box
 from tasks.write import write_exposure_files
 
 from .conftest import SIM_YAML
@@ -292,3 +294,28 @@ def test_a_multi_extension_processed_file_names_its_raw_file(tmp_path: Path) -> 
     for record in (raw, processed):
         verify_fits_checksums(record.path)
         assert_fitsverify_clean(record.path)
+
+
+@pytest.mark.parametrize("shape", [(33, 17), (64, 40)])  # an odd and an even count
+def test_raw_statistics_of_16_bit_frames_match_numpy(shape: tuple[int, int]) -> None:
+    """The histogram path (16-bit samples) gives numpy's numbers: mean, median (the
+    middle pair averaged), std and the count at or above saturation."""
+    rng = np.random.default_rng(7)
+    data = rng.integers(900, 70_000, size=(shape[0], 2 * shape[1])).clip(0, 65535)
+    data = data.astype(np.uint16)
+    left, right = (Box(0, shape[0], 0, shape[1]), Box(0, shape[0] - 3, shape[1], 2 * shape[1]))
+    amps = tuple(
+        AmplifierMap(n, box, box, None, (0, 1), (0, 1)) for n, box in (("A", left), ("B", right))
+    )
+    stats = raw_stats(data, amps, 60_000)
+    blocks = [data[b.r0 : b.r1, b.c0 : b.c1].ravel() for b in (left, right)]
+    flat = np.concatenate(blocks)
+    assert stats["mean"] == pytest.approx(flat.mean(), rel=1e-12)
+    assert stats["median"] == np.median(flat)
+    assert stats["std"] == pytest.approx(flat.std(), rel=1e-9)
+    assert stats["saturated"] == np.count_nonzero(flat >= 60_000)
+    # 32-bit samples take numpy's path: the same numbers.
+    wide = raw_stats(data.astype(np.uint32), amps, 60_000)
+    assert wide["median"] == stats["median"]
+    assert wide["saturated"] == stats["saturated"]
+    assert wide["std"] == pytest.approx(stats["std"], rel=1e-9)
