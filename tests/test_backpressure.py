@@ -199,3 +199,24 @@ def test_a_late_exposure_is_named_with_the_deadline_it_missed() -> None:
         "exposure 7: files on disk 6.2 s after its readout, over the deadline of 5 s "
         "(deadline.files_within_s)"
     )
+
+
+def test_kinds_that_alternate_are_each_rendered_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dark times either side of a quantum boundary (back-to-back exposures without a
+    flush): both kinds stay kept, so alternating between them renders nothing anew."""
+    import devices.archon.simulator.reused_frames as reused
+
+    renders: list[float] = []
+
+    def counting_render(*args: Any, **kwargs: Any) -> Any:
+        renders.append(kwargs["dark_seconds"])
+        return render_frame(*args, **kwargs)
+
+    monkeypatch.setattr(reused, "render_frame", counting_render)
+    reuse = ReusedFrames()
+    for frame, dark in enumerate([1.2, 1.4, 1.2, 1.4, 1.2], start=1):
+        _render(reuse, frame, dark=dark)
+    assert renders == [1.2, 1.4]
+    for frame, dark in enumerate([10.0, 20.0, 30.0, 1.2], start=6):  # beyond KINDS_KEPT
+        _render(reuse, frame, dark=dark)
+    assert renders == [1.2, 1.4, 10.0, 20.0, 30.0, 1.2]

@@ -449,12 +449,13 @@ def test_prefect_yaml_deploys_every_flow_on_the_ccdflow_pool(prefect_yaml: dict[
     from prefect.flows import load_flow_from_entrypoint
 
     model = PrefectYamlModel.model_validate(prefect_yaml)  # what `prefect deploy` reads
-    assert {d.name for d in model.deployments} == {*ACQUISITION, "make-safe", "plan-night"}
     expected = {
         **ACQUISITION,
         "make-safe": "flows/safety.py:make_safe",
         "plan-night": "flows/plan_night.py:plan_night",
+        "guide": "flows/guide.py:guide",
     }
+    assert {d.name for d in model.deployments} == set(expected)
     for deployment in model.deployments:
         assert deployment.name is not None
         assert deployment.entrypoint == expected[deployment.name]
@@ -475,6 +476,7 @@ def _required_examples(name: str) -> dict[str, Any]:
         "observe-night": ("plan", "night.yaml"),
         "observe": ("spec", "observation.yaml"),
         "twilight-flats": ("spec", "twilight-flats.yaml"),
+        "guide": ("spec", "guide.yaml"),
     }
     if name not in files:
         return {}
@@ -489,6 +491,10 @@ def test_every_deployment_drives_the_sim_instrument_by_name(prefect_yaml: dict[s
         chosen = _deployments(prefect_yaml)[name]["parameters"]["instrument"]
         assert chosen == "sim"
         assert resolve_instrument(chosen) == load_instrument(SIM_YAML)
+    # Guiding needs guide cameras: the simulated guider's instrument, planned as is.
+    guider = _deployments(prefect_yaml)["guide"]["parameters"]["instrument"]
+    assert guider == "sim-guider"
+    assert resolve_instrument(guider) == load_instrument(SIM_YAML.parent / "sim-guider.yaml")
 
 
 def test_make_safe_runs_when_an_acquisition_run_fails_or_crashes(

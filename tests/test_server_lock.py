@@ -168,6 +168,7 @@ def test_every_deployment_is_on_the_server(deployed: dict[str, str]) -> None:
         "observe-night",
         "observe",
         "twilight-flats",
+        "guide",
         "make-safe",
         "plan-night",
     ):

@@ -14,6 +14,7 @@ never for tests of the pixels' statistics.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,11 +32,19 @@ dark varies by tens of milliseconds with the commands around it, and a frame ren
 anew each time would cost the very CPU the reuse saves."""
 
 
+KINDS_KEPT = 3
+"""Kinds of frame kept per controller, the least recently served dropped first. Back
+to back exposures without a flush between them have a dark time of the exposure time
+plus the gap since the previous readout, which may fall on either side of a quantum
+boundary; with one kind kept, each crossing would render 100 MB again (seen in the
+scale bench as 10 s outliers)."""
+
+
 class ReusedFrames:
     """A drop-in for :func:`render_frame` that renders each kind of frame once."""
 
     def __init__(self) -> None:
-        self._frames: dict[tuple[object, ...], npt.NDArray[Any]] = {}
+        self._frames: OrderedDict[tuple[object, ...], npt.NDArray[Any]] = OrderedDict()
 
     def __call__(
         self,
@@ -61,9 +70,10 @@ class ReusedFrames:
         )
         frame = self._frames.get(key)
         if frame is None:
-            # One kind kept at a time per controller: a bench alternates few kinds,
-            # and a 100 MB frame per kind ever seen would grow without bound.
-            self._frames.clear()
+            # A few kinds kept per controller: a bench alternates few kinds, and a
+            # 100 MB frame per kind ever seen would grow without bound.
+            while len(self._frames) >= KINDS_KEPT:
+                self._frames.popitem(last=False)
             frame = render_frame(
                 acf,
                 model,
@@ -75,5 +85,6 @@ class ReusedFrames:
             )
             self._frames[key] = frame
             return frame.copy()
+        self._frames.move_to_end(key)
         shift = (frame_number * 7919) % max(1, frame.shape[0])
         return np.roll(frame, shift, axis=0)
