@@ -23,7 +23,7 @@ Cases: S3 in-process (threads), S3 with guide cameras running at the same time (
 second process: bench/guide.py), S10 in-process and S10 on a real ``dask scheduler``
 with two ``dask worker`` processes (what a second machine would buy).
 
-    uv run python -m bench.scale [--exposures 20] [--s10-exposures 8] [--guide-frames 300]
+    uv run python -m bench.scale [--exposures 20] [--s10-exposures 12] [--guide-frames 300]
 """
 
 from __future__ import annotations
@@ -207,6 +207,13 @@ def summarize(
         "deadline_s_p50": round(_percentile(deadlines, 0.5), 3),
         "deadline_s_p95": round(_percentile(deadlines, 0.95), 3),
         "deadline_s_max": round(max(deadlines), 3),
+        # A run's first exposures pay its start (the first fetches of a run were 3x
+        # slower with or without the overlap, cause not found): seen apart, and the
+        # p95 of the rest beside the p95 of all.
+        "deadline_s_first_exposure": round(deadlines[0], 3),
+        "deadline_s_p95_without_first": round(_percentile(deadlines[1:], 0.95), 3)
+        if len(deadlines) > 1
+        else None,
         "deadline_s_first_half_median": round(statistics.median(deadlines[:half]), 3),
         "deadline_s_second_half_median": round(statistics.median(deadlines[half:]), 3),
         "dead_time_s_median": round(statistics.median(cycles) - exptime - readout_s, 3),
@@ -380,7 +387,7 @@ def print_table(report: dict[str, Any]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--exposures", type=int, default=20, help="S3 exposures per case")
-    parser.add_argument("--s10-exposures", type=int, default=8)
+    parser.add_argument("--s10-exposures", type=int, default=12)
     parser.add_argument("--exptime", type=float, default=1.0)
     parser.add_argument(
         "--s3-pixel-rate", type=float, default=1e6, help="px/s per amplifier (8.6 s readout)"

@@ -201,9 +201,11 @@ def test_a_late_exposure_is_named_with_the_deadline_it_missed() -> None:
     )
 
 
-def test_kinds_that_alternate_are_each_rendered_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Dark times either side of a quantum boundary (back-to-back exposures without a
-    flush): both kinds stay kept, so alternating between them renders nothing anew."""
+def test_back_to_back_dark_times_share_a_frame_and_a_few_kinds_are_kept(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Dark times that differ by the gap between exposures (1.0 to 1.45 s) are one kind;
+    a few kinds stay kept, so going back to one renders nothing anew."""
     import devices.archon.simulator.reused_frames as reused
 
     renders: list[float] = []
@@ -214,9 +216,11 @@ def test_kinds_that_alternate_are_each_rendered_once(monkeypatch: pytest.MonkeyP
 
     monkeypatch.setattr(reused, "render_frame", counting_render)
     reuse = ReusedFrames()
-    for frame, dark in enumerate([1.2, 1.4, 1.2, 1.4, 1.2], start=1):
+    for frame, dark in enumerate([1.03, 1.2, 1.45, 1.13, 1.38], start=1):
         _render(reuse, frame, dark=dark)
-    assert renders == [1.2, 1.4]
-    for frame, dark in enumerate([10.0, 20.0, 30.0, 1.2], start=6):  # beyond KINDS_KEPT
+    assert renders == [1.03]
+    for frame, dark in enumerate([10.0, 20.0, 0.1, 1.2, 40.0, 1.1], start=6):
         _render(reuse, frame, dark=dark)
-    assert renders == [1.2, 1.4, 10.0, 20.0, 30.0, 1.2]
+    # Three kinds kept: after 10, 20 and 0.1 the 1 s kind was gone (1.2 rendered it
+    # again); 40 then dropped the oldest (0.1), so 1.1 found the 1 s kind kept.
+    assert renders == [1.03, 10.0, 20.0, 0.1, 1.2, 40.0]

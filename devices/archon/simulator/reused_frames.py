@@ -14,6 +14,7 @@ never for tests of the pixels' statistics.
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
@@ -27,17 +28,24 @@ from devices.archon.sensor import SensorModel, render_frame
 __all__ = ["ReusedFrames"]
 
 _TIME_QUANTUM_S = 0.25
-"""Exposure times closer than this share a rendered frame: the dark time of a 1 s
-dark varies by tens of milliseconds with the commands around it, and a frame rendered
-anew each time would cost the very CPU the reuse saves."""
+"""Light times closer than this share a rendered frame: the shutter's time varies by
+milliseconds with the commands around it, and a frame rendered anew each time would
+cost the very CPU the reuse saves."""
 
+_DARK_BAND_S = 0.75
+"""Dark times (since the CCD was last cleared) share a frame within a factor of two
+from here: back-to-back exposures without a flush between them have a dark time of
+the exposure time plus the gap since the previous readout, a gap that varies by
+hundreds of milliseconds; bands of 0.25 s put consecutive 1 s darks either side of a
+boundary and rendered 100 MB per controller again (10 s outliers in the scale bench).
+Shorter than this (biases) is one band."""
 
 KINDS_KEPT = 3
-"""Kinds of frame kept per controller, the least recently served dropped first. Back
-to back exposures without a flush between them have a dark time of the exposure time
-plus the gap since the previous readout, which may fall on either side of a quantum
-boundary; with one kind kept, each crossing would render 100 MB again (seen in the
-scale bench as 10 s outliers)."""
+"""Kinds of frame kept per controller, the least recently served dropped first."""
+
+
+def _dark_band(seconds: float) -> int:
+    return -1 if seconds < _DARK_BAND_S else int(math.log2(seconds / _DARK_BAND_S))
 
 
 class ReusedFrames:
@@ -63,7 +71,7 @@ class ReusedFrames:
             acf.frame_mode,
             len(acf.taps),
             model,
-            round(dark_seconds / _TIME_QUANTUM_S),
+            _dark_band(dark_seconds),
             round(light_seconds / _TIME_QUANTUM_S),
             lines_read,
             tuple(sorted((params or {}).items())),
