@@ -340,7 +340,9 @@ async def test_a_given_up_fetch_leaves_no_buffer_locked(
         await ctrl.expose(0.0, open_shutter=False)
         buffer = await ctrl.readout()
         archon_sim.truncate_fetch(10, times=None)
-        with pytest.raises(ArchonTimeoutError):
+        # Cut short, a piece times out, or (the next piece asked for already) the next
+        # piece's blocks arrive where its own were due: the link is dropped either way.
+        with pytest.raises((ArchonTimeoutError, ArchonConnectionError)):
             await ctrl.fetch(buffer)
         archon_sim.clear_faults()
         assert await _rbuf(archon_sim.port) == buffer  # the link dropped before LOCK0
