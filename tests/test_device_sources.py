@@ -120,8 +120,17 @@ async def test_device_readings_reach_the_header_at_start_and_end(
     await asyncio.to_thread(server.reload)
     instrument = _instrument(server, tmp_path / "data")
     assert {d.port for d in instrument.devices} == {server.port}  # moved with --port
-    [result] = await take_exposure(ExposureSpec(image_type="dark", exptime=0.3), instrument)
-    header = fits.getheader(result.files[0].path)
+    # alpaca-simulators makes the camera's image on its own event loop when the
+    # integration ends, just as the end readings are asked: on a loaded machine that
+    # has taken over the 1 s bound, and the cards were (rightly) marked missing. Such
+    # an exposure is taken again, at most twice; a reading that never arrives fails.
+    for _ in range(3):
+        [result] = await take_exposure(ExposureSpec(image_type="dark", exptime=0.3), instrument)
+        header = fits.getheader(result.files[0].path)
+        late = [c for c in header.get("COMMENT", []) if str(c).startswith("MISSING")]
+        if not late:
+            break
+        assert all("no answer within" in str(c) for c in late), late
     assert header["FILTPOS"] == "Red"  # the simulator's wheel starts at slot 0
     assert header["FOCUS"] == header["FOCUSEND"] == 10000
     assert header["TELDEC"] == pytest.approx(30.0)  # the test server's pointing
